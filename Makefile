@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make study` and `make test`. Both are idempotent.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE := disabled
+
+.PHONY: study test test-all bench gmm clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and alone: with it installed, nothing later can pull a CUDA build.
+$(STAMP): $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/tgdp-study run search_spaces/gmm.yaml --dir studies
+
+gmm: $(STAMP)
+	$(BIN)/tgdp-study gmm --n 10 100 1000 --out results/gmm
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) studies results

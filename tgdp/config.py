@@ -1,0 +1,182 @@
+"""Frozen configs, one per stage, and their dict round-trip.
+
+Every field carries its unit or meaning. Configs are serialised (``to_dict``) into every run
+directory, checkpoint and MLflow run; ``from_dict`` refuses unknown keys so a typo never passes
+silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GMMConfig:
+    """The two-component Gaussian-mixture testbed (DESIGN §2)."""
+
+    dim: int = 2  # data dimension d
+    variance: float = 0.1  # per-coordinate variance sigma^2 of every component
+    mu_source: tuple[float, ...] = (0.5, 0.5)  # source components at +mu_source and -mu_source
+    mu_target: tuple[float, ...] = (0.5, -0.5)  # target components at +mu_target and -mu_target
+    m: int = 10000  # number of source samples
+    n: int = 100  # number of target samples
+    seed: int = 0  # seed of the training draws (validation/test draws use seed + 1 / seed + 2)
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """An eps-prediction diffusion model and its denoising-score-matching training (source, vanilla, finetune)."""
+
+    arch: str = "mlp"  # key of tgdp.models.SCORE_NETS
+    width: int = 256  # hidden units per layer
+    depth: int = 4  # hidden layers
+    steps: int = 4000  # optimiser steps
+    batch_size: int = 512  # samples per step (clipped to the data size)
+    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 10% over the steps)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    ema: float = 0.999  # EMA decay of the weights used for sampling (0 disables)
+    report_every: int = 500  # steps between reports/checkpoints
+    conditional: bool = False  # label-conditional model s(x_t, y, t)
+    seed: int = 0  # init and minibatch seed
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Domain classifier c(x) (source = 1, target = 0) with the class-balanced logistic loss."""
+
+    arch: str = "mlp"  # key of tgdp.models.CLASSIFIER_NETS
+    width: int = 64  # hidden units per layer
+    depth: int = 2  # hidden layers
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 256  # samples per domain per step (clipped to the domain size)
+    lr: float = 1e-3  # Adam learning rate
+    weight_decay: float = 1e-3  # AdamW weight decay (calibration against over-fitting the n points)
+    holdout_fraction: float = 0.2  # target (and source) fraction held out for early stopping
+    report_every: int = 100  # steps between held-out evaluations
+    patience: int = 5  # evaluations without held-out improvement before stopping
+    conditional: bool = False  # joint-ratio classifier c(x, y)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TimeClassifierConfig:
+    """Time-dependent classifier c'(x_t, t) on noised samples; estimates q_t / p_t (for the cycle loss)."""
+
+    arch: str = "mlp"
+    width: int = 128
+    depth: int = 3
+    steps: int = 3000
+    batch_size: int = 256  # samples per domain per step
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    report_every: int = 500
+    conditional: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Guidance net h(x_t, t) = exp(f(x_t, t)) regressed onto r(x_0), plus the cycle and consistency terms."""
+
+    arch: str = "mlp"  # key of tgdp.models.GUIDANCE_NETS
+    width: int = 512  # hidden units per layer (paper: 512)
+    depth: int = 4  # hidden layers (paper: 4)
+    epochs: int = 20  # passes over the m source samples (paper: 20)
+    batch_size: int = 512  # source samples per step
+    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 10%)
+    weight_decay: float = 0.0
+    eta_cycle: float = 0.0  # eta_1, weight of L_cycle (0 = off)
+    eta_consistency: float = 0.0  # eta_2, weight of L_consistence (0 = off)
+    target_batch_size: int = 256  # target samples per step for the regularisers
+    log_ratio_clip: float = 8.0  # |log r(x_0)| is clipped to this before exp (targets stay bounded)
+    report_every: int = 1  # epochs between reports/checkpoints
+    conditional: bool = False  # label-aware h(x_t, y, t)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """The shared sampler: same solver and budget for every method."""
+
+    solver: str = "dpm2"  # "dpm2" (DPM-Solver-2, deterministic) or "ddpm" (ancestral)
+    steps: int = 25  # solver steps (dpm2: 2 evaluations per step)
+    num_samples: int = 10000  # samples to draw
+    guidance_scale: float = 1.0  # gamma, multiplies the guidance term
+    batch_size: int = 10000  # samples per forward pass
+    seed: int = 0  # initial-noise seed
+
+
+@dataclass(frozen=True)
+class TGDPConfig:
+    """Everything one TGDP run needs, stage by stage."""
+
+    source: ScoreConfig = field(default_factory=ScoreConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    time_classifier: TimeClassifierConfig = field(default_factory=TimeClassifierConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    vanilla: ScoreConfig = field(default_factory=lambda: ScoreConfig(steps=3000))
+    finetune: ScoreConfig = field(default_factory=lambda: ScoreConfig(steps=1500, lr=1e-4))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists) suitable for JSON/YAML."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
+    """Build ``cls`` from a (partial) dict; unknown keys raise ``ValueError`` naming the key path."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where=where)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(float(v) for v in value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    return value
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short content hash of configs / plain values (cache keys, run names)."""
+    blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Data: the analytic Gaussian-mixture testbed and the ECG loaders/simulator."""

@@ -1,0 +1,32 @@
+"""Networks, by role. Every net of a role has the same constructor and call signature, so stages
+build them from a registry key (``cfg.arch``) and work on any data shape.
+
+Shapes: x is (N, *shape); t is (N,) continuous time in (0, 1]; y is None or (N, num_labels) float
+(one-hot or multi-hot labels for the conditional version).
+
+    score net       Net(shape, width, depth, num_labels)(x, t, y) -> eps, (N, *shape)
+    classifier      Net(shape, width, depth, num_labels)(x, y)    -> logit of "source", (N,)
+    time classifier Net(shape, width, depth, num_labels)(x, t, y) -> logit of "source", (N,)
+    guidance net    Net(shape, width, depth, num_labels)(x, t, y) -> log h, (N,)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from tgdp.models.mlp import ClassifierMLP, GuidanceMLP, ScoreMLP, TimeClassifierMLP
+
+SCORE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ScoreMLP}
+CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ClassifierMLP}
+TIME_CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": TimeClassifierMLP}
+GUIDANCE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": GuidanceMLP}
+
+
+def build(registry: dict[str, Callable[..., torch.nn.Module]], arch: str, shape: tuple[int, ...], width: int,
+          depth: int, num_labels: int = 0) -> torch.nn.Module:
+    """Construct ``registry[arch]``; unknown keys raise a ValueError listing the known ones."""
+    if arch not in registry:
+        raise ValueError(f"unknown arch {arch!r}; known: {sorted(registry)}")
+    return registry[arch](tuple(shape), width=width, depth=depth, num_labels=num_labels)

@@ -16,12 +16,14 @@ from typing import Callable
 
 import torch
 
+from tgdp.models.ecg_nets import ClassifierCNN, GuidanceCNN, TimeClassifierCNN
 from tgdp.models.mlp import ClassifierMLP, GuidanceMLP, ScoreMLP, TimeClassifierMLP
+from tgdp.models.sssd import SSSD
 
-SCORE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ScoreMLP}
-CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ClassifierMLP}
-TIME_CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": TimeClassifierMLP}
-GUIDANCE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": GuidanceMLP}
+SCORE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ScoreMLP, "sssd": SSSD}
+CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": ClassifierMLP, "cnn": ClassifierCNN}
+TIME_CLASSIFIER_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": TimeClassifierMLP, "cnn": TimeClassifierCNN}
+GUIDANCE_NETS: dict[str, Callable[..., torch.nn.Module]] = {"mlp": GuidanceMLP, "cnn": GuidanceCNN}
 
 
 def build(registry: dict[str, Callable[..., torch.nn.Module]], arch: str, shape: tuple[int, ...], width: int,

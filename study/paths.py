@@ -1,0 +1,150 @@
+"""Study names and the on-disk layout of a study directory.
+
+A study lives in ``<dir>/<name>/``::
+
+    spec.yaml      the resolved spec (defaults filled in), written once at creation
+    spec.sha256    its semantic hash (``study.spec.spec_hash``); resume refuses a changed spec
+    optuna.db      Optuna storage (one Optuna study per target size n)
+    mlflow.db      MLflow tracking store (sqlite)
+    mlartifacts/   MLflow artefacts (file store, absolute location)
+    ray/           Ray Tune / Train storage (``storage_path``)
+    cache/         stage cache (source model, baselines), keyed by content hash
+    report/        reports, tables and figures
+    lock           held while a process drives the study
+
+All paths are absolute: Ray workers and MLflow may run in other working directories.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from study import UserError
+
+# Safe study name: starts alphanumeric, then letters, digits, "_", ".", "-"; at most 64 characters.
+STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STUDY_NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit, no '..'"
+DEFAULT_STUDIES_DIR = "studies"  # default --dir, relative to the working directory
+
+
+class StudyPathError(UserError):
+    """A bad study name or a path that is not a usable study directory."""
+
+
+def is_safe_name(name: object) -> bool:
+    """True for a name that is a single, harmless path component (no traversal, no slashes)."""
+    return isinstance(name, str) and bool(STUDY_NAME_RE.fullmatch(name)) and ".." not in name
+
+
+def validate_study_name(name: object) -> str:
+    """Return ``name`` if it is a safe study name, else raise ``StudyPathError``."""
+    if not is_safe_name(name):
+        raise StudyPathError(f"invalid study name {name!r}; allowed: {STUDY_NAME_RULE}")
+    return name  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Absolute paths of one study directory (nothing is created by constructing this)."""
+
+    root: Path  # <dir>/<name>, absolute
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def spec_sha(self) -> Path:
+        return self.root / "spec.sha256"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def optuna_url(self) -> str:
+        """SQLAlchemy URL of the Optuna storage."""
+        return f"sqlite:///{self.optuna_db}"
+
+    @property
+    def mlflow_url(self) -> str:
+        """Default MLflow tracking URI (``--tracking-uri`` overrides it)."""
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def artifact_location(self) -> str:
+        """Absolute artefact location for the MLflow experiment."""
+        return self.mlartifacts.as_uri()
+
+    def exists(self) -> bool:
+        """True when this directory already holds a study (its spec.yaml)."""
+        return self.spec.is_file()
+
+    def make_dirs(self) -> None:
+        """Create the directory tree (the caller writes spec.yaml first; see ``study.spec.write_spec``)."""
+        for d in (self.root, self.mlartifacts, self.ray, self.cache, self.report):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def study_paths(base_dir: str | Path, name: str) -> StudyPaths:
+    """Layout of the (possibly not yet existing) study ``<base_dir>/<name>``; validates the name."""
+    validate_study_name(name)
+    base = Path(base_dir).expanduser().resolve()
+    root = (base / name).resolve()
+    if root.parent != base:  # belt and braces: the name regex already forbids traversal
+        raise StudyPathError(f"study name {name!r} escapes the study directory {base}")
+    return StudyPaths(root)
+
+
+def open_study_dir(path: str | Path) -> StudyPaths:
+    """An existing study directory; it must contain spec.yaml (what ``run`` wrote)."""
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise StudyPathError(f"not a study directory: {root} (no such directory)")
+    paths = StudyPaths(root)
+    if not paths.spec.is_file():
+        raise StudyPathError(f"not a study directory: {root} (no spec.yaml)")
+    return paths
+
+
+def list_studies(base_dir: str | Path) -> list[StudyPaths]:
+    """Studies directly under ``base_dir`` (or ``base_dir`` itself if it is one), sorted by name."""
+    base = Path(base_dir).expanduser().resolve()
+    if not base.is_dir():
+        raise StudyPathError(f"no such directory: {base}")
+    if StudyPaths(base).exists():
+        return [StudyPaths(base)]
+    return sorted(
+        (StudyPaths(d) for d in base.iterdir() if d.is_dir() and StudyPaths(d).exists()),
+        key=lambda p: p.name,
+    )

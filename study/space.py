@@ -1,0 +1,355 @@
+"""The ``space:`` section of a study spec: parameter schema, checks, and its Optuna compilation.
+
+Parameters are keyed by a dotted ``TGDPConfig`` path (``section.field``), in the YAML's order::
+
+    guidance.eta_cycle: {kind: float, low: 1.0e-3, high: 10.0, log: true, off: 0.0}
+    guidance.width:     {kind: categorical, choices: [64, 128, 256]}
+    guidance.depth:     {kind: int, low: 2, high: 4, when: {param: guidance.width, in: [128, 256]}}
+
+``off: v`` makes a two-level choice: an Optuna categorical ``"<path>:switch"`` in ("off", "on");
+"off" sets the path to exactly ``v`` and samples nothing else, "on" samples the value.
+``when`` samples a parameter only when an earlier parameter took one of the given values
+(``equals``/``in``, on its effective value) or is switched off / on (``off: true|false``).
+An unsampled parameter keeps its ``fixed``/default value.
+
+Optuna parameter names are the dotted paths themselves (no "/", which Ray Tune would unflatten).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from study import Issue
+from tgdp.config import TGDPConfig, from_dict
+
+SWITCH_SUFFIX = ":switch"  # Optuna name of an off-switch: "<path>:switch" in SWITCH_CHOICES
+SWITCH_CHOICES = ("off", "on")
+SAMPLERS = ("tpe", "cmaes", "gp", "random", "grid", "nsga2")
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes", "gp")  # refuse multi-objective studies
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_name=True, validate_by_alias=True)
+
+
+class Condition(_Frozen):
+    """Sample the owning parameter only when ``param`` (defined earlier) meets exactly one test."""
+
+    param: str  # dotted path of an earlier parameter
+    equals: Any = None  # its effective value equals this
+    in_: tuple[Any, ...] | None = Field(default=None, alias="in", strict=False)  # ... is one of these
+    off: bool | None = None  # it was switched off (true) / on (false); needs an ``off:`` on it
+
+    def holds(self, value: Any, switched_off: bool) -> bool:
+        if self.off is not None:
+            return switched_off == self.off
+        if self.in_ is not None:
+            return value in self.in_
+        return value == self.equals
+
+
+class FloatParam(_Frozen):
+    kind: Literal["float"]
+    low: float  # lower bound (inclusive)
+    high: float  # upper bound (inclusive)
+    log: bool = False  # sample log-uniformly (needs low > 0; not with step)
+    step: float | None = None  # discretisation step (values low + k*step)
+    off: Any = None  # off-switch value (see module doc)
+    when: Condition | None = None
+
+
+class IntParam(_Frozen):
+    kind: Literal["int"]
+    low: int
+    high: int
+    log: bool = False  # log-uniform (needs low > 0 and step 1)
+    step: int = 1
+    off: Any = None
+    when: Condition | None = None
+
+
+class CategoricalParam(_Frozen):
+    kind: Literal["categorical"]
+    choices: tuple[Any, ...] = Field(strict=False)  # scalars (numbers, strings, booleans)
+    off: Any = None
+    when: Condition | None = None
+
+
+Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="kind")]
+PARAM_KINDS = ("float", "int", "categorical")
+Space = Mapping[str, Union[FloatParam, IntParam, CategoricalParam]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (pydantic has validated the structure; these are the semantics, with exact key paths)
+
+
+def config_field_type(path: str) -> Any | None:
+    """Python type of the ``TGDPConfig`` field at dotted ``path`` (``None`` if there is none)."""
+    section, _, name = path.partition(".")
+    hints = typing.get_type_hints(TGDPConfig)
+    if section not in hints or not name or "." in name:
+        return None
+    fields = typing.get_type_hints(hints[section])
+    return fields.get(name)
+
+
+def searchable_paths() -> list[str]:
+    """All dotted paths a ``space:`` may search (scalar fields of every TGDPConfig section)."""
+    out = []
+    for sec, cls in typing.get_type_hints(TGDPConfig).items():
+        for f, tp in typing.get_type_hints(cls).items():
+            if tp in (int, float, bool, str):
+                out.append(f"{sec}.{f}")
+    return out
+
+
+def _value_issue(path: str, where: str, value: Any) -> Issue | None:
+    """Issue if ``value`` cannot be assigned to config field ``path`` (checked by tgdp.config.from_dict)."""
+    section, _, name = path.partition(".")
+    try:
+        from_dict(TGDPConfig, {section: {name: value}})
+    except ValueError:
+        tp = config_field_type(path)
+        return Issue(where, f"value does not fit config field {path}", value, f"a {getattr(tp, '__name__', tp)}")
+    return None
+
+
+def _kind_issue(path: str, p: Any, tp: Any) -> Issue | None:
+    if tp is int and p.kind == "float":
+        return Issue(f"space.{path}.kind", f"{path} is an integer field", p.kind, "int or categorical")
+    if tp in (bool, str) and p.kind != "categorical":
+        return Issue(f"space.{path}.kind", f"{path} is a {tp.__name__} field", p.kind, "categorical")
+    return None
+
+
+def _range_issues(path: str, p: FloatParam | IntParam) -> list[Issue]:
+    w = f"space.{path}"
+    if not p.low < p.high:
+        return [Issue(f"{w}.low", f"empty range (low >= high = {p.high!r})", p.low, f"low < high ({p.high!r})")]
+    out = []
+    if p.log and p.low <= 0:
+        out.append(Issue(f"{w}.low", "log scale needs a positive lower bound", p.low, "low > 0 with log: true"))
+    if p.step is not None:
+        if not p.step > 0:
+            out.append(Issue(f"{w}.step", "step must be positive", p.step, "step > 0"))
+        elif p.step > p.high - p.low:
+            out.append(Issue(f"{w}.step", "step larger than the range", p.step, f"0 < step <= {p.high - p.low!r}"))
+        elif p.log and (p.kind == "float" or p.step != 1):
+            out.append(Issue(f"{w}.step", "log scale cannot be combined with a step", p.step,
+                             "omit step (float) or step: 1 (int) with log: true"))
+    return out
+
+
+def check_space(space: Space, *, sampler: str) -> list[Issue]:
+    """Semantic problems of a structurally valid space (paths, types, ranges, conditions, grid)."""
+    issues: list[Issue] = []
+    allowed_paths = searchable_paths()
+    seen: list[str] = []
+    for path, p in space.items():
+        w = f"space.{path}"
+        tp = config_field_type(path)
+        if tp not in (int, float, bool, str):
+            why = "not a searchable config path" if tp is None else "not a scalar config field"
+            sections = sorted({a.split(".")[0] for a in allowed_paths})
+            issues.append(Issue(w, why, path, f"<section>.<field> with section in {sections}, e.g. guidance.width"))
+            seen.append(path)
+            continue
+        if (ki := _kind_issue(path, p, tp)) is not None:
+            issues.append(ki)
+        if p.kind == "categorical":
+            if not p.choices:
+                issues.append(Issue(f"{w}.choices", "no choices", list(p.choices), "a non-empty list of values"))
+            elif len(set(map(repr, p.choices))) != len(p.choices):
+                issues.append(Issue(f"{w}.choices", "duplicate choices", list(p.choices), "distinct values"))
+            for i, c in enumerate(p.choices):
+                if (vi := _value_issue(path, f"{w}.choices.{i}", c)) is not None:
+                    issues.append(vi)
+        else:
+            issues.extend(_range_issues(path, p))
+            if ki is None:
+                for bound in ("low", "high"):
+                    if (vi := _value_issue(path, f"{w}.{bound}", getattr(p, bound))) is not None:
+                        issues.append(vi)
+        if p.off is not None and (vi := _value_issue(path, f"{w}.off", p.off)) is not None:
+            issues.append(vi)
+        if p.when is not None:
+            issues.extend(_condition_issues(path, p.when, space, seen))
+        if sampler == "grid" and p.kind == "float" and p.step is None:
+            issues.append(Issue(w, "the grid sampler needs a finite set of values; float without step", "float",
+                                "categorical, int, or float with step (or another sampler)"))
+        seen.append(path)
+    return issues
+
+
+def _condition_issues(path: str, cond: Condition, space: Space, earlier: list[str]) -> list[Issue]:
+    w = f"space.{path}.when"
+    tests = [k for k in ("equals", "in_", "off") if getattr(cond, k) is not None]
+    if len(tests) != 1:
+        return [Issue(w, "a condition needs exactly one test", [t.rstrip("_") for t in tests],
+                      "one of equals, in, off")]
+    if cond.param == path:
+        return [Issue(f"{w}.param", "a parameter cannot depend on itself", cond.param, f"one of {earlier}")]
+    if cond.param not in space:
+        return [Issue(f"{w}.param", "condition on an unknown parameter", cond.param,
+                      f"a parameter defined before {path}: {earlier}")]
+    if cond.param not in earlier:
+        return [Issue(f"{w}.param", "condition on a parameter defined later (order matters; no cycles)",
+                      cond.param, f"a parameter defined before {path}: {earlier}")]
+    other = space[cond.param]
+    if cond.off is not None:
+        if other.off is None:
+            return [Issue(f"{w}.off", f"{cond.param} has no off-switch", cond.off, "equals or in")]
+        return []
+    values = list(cond.in_) if cond.in_ is not None else [cond.equals]
+    if other.kind != "categorical" and other.off is None:
+        return [Issue(f"{w}.param", f"cannot condition on the exact value of continuous {other.kind} parameter",
+                      cond.param, "a categorical parameter or one with an off-switch")]
+    possible = list(other.choices) if other.kind == "categorical" else []
+    if other.off is not None:
+        possible.append(other.off)
+    bad = [v for v in values if v not in possible]
+    if bad:
+        key = f"{w}.in" if cond.in_ is not None else f"{w}.equals"
+        return [Issue(key, f"value(s) {cond.param} can never take", bad[0] if len(bad) == 1 else bad,
+                      f"values of {cond.param}: {possible}")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Optuna compilation
+
+
+def switch_name(path: str) -> str:
+    return path + SWITCH_SUFFIX
+
+
+def _suggest(trial: Any, path: str, p: Any) -> Any:
+    if p.kind == "float":
+        return trial.suggest_float(path, p.low, p.high, log=p.log, step=p.step)
+    if p.kind == "int":
+        return trial.suggest_int(path, p.low, p.high, log=p.log, step=p.step)
+    return trial.suggest_categorical(path, list(p.choices))
+
+
+def define_by_run(trial: Any, space: Space, constants: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Optuna define-by-run function (module-level; bind with ``functools.partial`` for OptunaSearch).
+
+    Suggests the parameters of ``space`` on ``trial`` in order, honouring conditions and
+    off-switches. Returns ``constants`` plus ``{path: off value}`` for every parameter switched
+    off, so the Tune config holds the effective value of every sampled path.
+    """
+    out = dict(constants or {})
+    state: dict[str, tuple[Any, bool]] = {}  # path -> (effective value, switched off), sampled only
+    for path, p in space.items():
+        if p.when is not None:
+            if p.when.param not in state or not p.when.holds(*state[p.when.param]):
+                continue
+        if p.off is not None and trial.suggest_categorical(switch_name(path), list(SWITCH_CHOICES)) == "off":
+            state[path] = (p.off, True)
+            out[path] = p.off
+            continue
+        state[path] = (_suggest(trial, path, p), False)
+    return out
+
+
+def params_to_overrides(space: Space, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Nested ``{section: {field: value}}`` overrides from a trial's flat params.
+
+    ``params`` is Optuna's ``trial.params`` or a Tune config (params plus the constants returned by
+    ``define_by_run``); keys that are not space paths or switches are ignored. A switch "off"
+    sets its path to the off value; a path missing from ``params`` was not sampled.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for path, p in space.items():
+        sw = params.get(switch_name(path))
+        if p.off is not None and sw == "off":
+            value = p.off
+        elif path in params:
+            value = params[path]
+        else:
+            continue
+        section, _, name = path.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def grid_values(p: Any) -> list[Any]:
+    """The finite set of values of a categorical/int/stepped-float parameter (for the grid sampler)."""
+    if p.kind == "categorical":
+        return list(p.choices)
+    if p.kind == "float" and p.step is None:
+        raise ValueError("a float parameter without step has no grid")
+    k = int(math.floor((p.high - p.low) / p.step + 1e-9))
+    vals = [p.low + i * p.step for i in range(k + 1)]
+    return [int(v) for v in vals] if p.kind == "int" else [round(v, 12) for v in vals]
+
+
+def grid_search_space(space: Space) -> dict[str, list[Any]]:
+    """``GridSampler`` search space: every (switch and) parameter with its values."""
+    grid: dict[str, list[Any]] = {}
+    for path, p in space.items():
+        if p.off is not None:
+            grid[switch_name(path)] = list(SWITCH_CHOICES)
+        grid[path] = grid_values(p)
+    return grid
+
+
+def make_sampler(sampler: str, space: Space, *, seed: int | None) -> Any:
+    """The Optuna sampler named in the spec (``optuna`` is imported here, not at module import)."""
+    import warnings
+
+    import optuna
+
+    s = optuna.samplers
+    if sampler == "tpe":
+        # multivariate + group: TPE models the joint, conditional space (experimental, hence quiet)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return s.TPESampler(seed=seed, multivariate=True, group=True)
+    if sampler == "cmaes":
+        return s.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if sampler == "gp":
+        return s.GPSampler(seed=seed, warn_independent_sampling=False)
+    if sampler == "random":
+        return s.RandomSampler(seed=seed)
+    if sampler == "grid":
+        return s.GridSampler(grid_search_space(space), seed=seed)
+    if sampler == "nsga2":
+        return s.NSGAIISampler(seed=seed)
+    raise ValueError(f"unknown sampler {sampler!r}; allowed: {list(SAMPLERS)}")
+
+
+def describe_space(space: Space) -> str:
+    """Human-readable table of the space, one parameter per line (for ``--dry-run``)."""
+    if not space:
+        return "  (empty: every trial runs the fixed config)"
+    width = max(len(p) for p in space)
+    lines = []
+    for path, p in space.items():
+        if p.kind == "categorical":
+            dom = f"categorical {list(p.choices)}"
+        else:
+            dom = f"{p.kind:<5} [{p.low!r}, {p.high!r}]"
+            dom += " log" if p.log else ""
+            dom += f" step {p.step!r}" if p.step is not None and not (p.kind == "int" and p.step == 1) else ""
+        extra = []
+        if p.off is not None:
+            extra.append(f"off-switch: {p.off!r} or searched")
+        if p.when is not None:
+            c = p.when
+            test = (f"is {'off' if c.off else 'on'}" if c.off is not None
+                    else f"in {list(c.in_)}" if c.in_ is not None else f"== {c.equals!r}")
+            extra.append(f"only when {c.param} {test}")
+        lines.append(f"  {path:<{width}}  {dom}" + (f"   ({'; '.join(extra)})" if extra else ""))
+    return "\n".join(lines)
+
+
+def config_sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(TGDPConfig)]

@@ -1,0 +1,489 @@
+"""The study spec: YAML -> validated, frozen ``StudySpec``.
+
+Validation is two-phase. Pydantic (strict, ``extra="forbid"``) checks the structure and types;
+plain checks then cover the semantics (config paths, ranges, conditions, metrics, sampler
+compatibility, resources). Every problem becomes an ``Issue`` (key path, bad value, what is
+allowed) and all of them are raised together as one ``SpecError`` naming the file.
+See ``search_spaces/gmm.yaml`` for a commented example of every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+from study import Issue, SpecError, UserError
+from study.paths import STUDY_NAME_RULE, StudyPaths, is_safe_name
+from study.space import (
+    PARAM_KINDS, SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, CategoricalParam, Condition, FloatParam, IntParam,
+    Param, check_space, params_to_overrides,
+)
+from tgdp.config import GMMConfig, TGDPConfig, from_dict
+
+# ---------------------------------------------------------------------------------------------
+# Experiments: one registry entry each (the ECG engineer replaces the "ecg" entry's placeholders)
+
+GMM_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error", "log_ratio_rmse")
+ECG_METRICS = ("macro_auroc", "f_beta2", "g_beta2")  # placeholder until the ECG evaluation lands
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What the spec layer needs to know about one experiment."""
+
+    metrics: tuple[str, ...]  # metric names the evaluation reports (objectives must be among them)
+    check_data: Callable[[dict[str, Any]], None]  # raise ValueError("data.<key>: ...") on a bad data section
+    data_config: Callable[[dict[str, Any], int, int], Any]  # (data section, n, seed) -> data config
+
+
+def _gmm_check(data: dict[str, Any]) -> None:
+    for key in ("n", "seed"):
+        if key in data:
+            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data")
+    cfg = from_dict(GMMConfig, data, where="data")
+    for key in ("mu_source", "mu_target"):
+        if len(getattr(cfg, key)) != cfg.dim:
+            raise ValueError(f"data.{key}: has {len(getattr(cfg, key))} coordinates; allowed: dim = {cfg.dim}")
+
+
+def _gmm_data(data: dict[str, Any], n: int, seed: int) -> GMMConfig:
+    return from_dict(GMMConfig, {**data, "n": n, "seed": seed})
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "gmm": Experiment(GMM_METRICS, _gmm_check, _gmm_data),
+    # ECG: the data section is validated by the ECG data module once it exists.
+    "ecg": Experiment(ECG_METRICS, lambda data: None, lambda data, n, seed: {**data, "n": n, "seed": seed}),
+}
+METRICS: dict[str, tuple[str, ...]] = {name: e.metrics for name, e in EXPERIMENTS.items()}
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Factors(_Frozen):
+    n: tuple[PositiveInt, ...] = Field(min_length=1, strict=False)  # target sample sizes, one Optuna study each
+    seeds: tuple[NonNegativeInt, ...] = Field(default=(0,), min_length=1, strict=False)  # data/stage seeds
+
+
+class Objective(_Frozen):
+    metric: str  # a name from METRICS[experiment]
+    direction: Literal["minimize", "maximize"]
+
+
+class Budget(_Frozen):
+    trials_per_n: PositiveInt  # Optuna trials per target size n
+    time_budget_s: PositiveFloat | None = None  # wall-clock limit per n (None = no limit)
+
+
+class EarlyStopping(_Frozen):
+    """ASHA on the reported guidance epoch (``training_iteration`` resets on restore)."""
+
+    enabled: bool = True
+    grace_period: PositiveInt = 1  # epochs every trial runs before it may be stopped
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0  # ASHA halving rate
+    max_epochs: PositiveInt | None = None  # None = guidance.epochs (its maximum if searched)
+
+
+class Resources(_Frozen):
+    """Per-trial placement. Tune counts only the trial driver, so the whole trial must fit."""
+
+    workers_per_trial: NonNegativeInt = 0  # Ray Train workers per trial (0 = in-process TorchTrainer)
+    cpus_per_worker: PositiveFloat = 1.0  # CPUs per Train worker
+    gpus_per_worker: NonNegativeFloat = 0.0  # GPUs per Train worker (needs workers_per_trial >= 1)
+    cpus_per_trial: PositiveFloat = 1.0  # CPUs of the Tune trial driver itself
+    max_concurrent_trials: PositiveInt = 1  # trials running at once
+    num_cpus: PositiveFloat | None = None  # CPUs for a local ray.init (None = all); ignored with --address
+    num_gpus: NonNegativeFloat | None = None  # GPUs for a local ray.init (None = all); ignored with --address
+
+    @property
+    def trial_cpus(self) -> float:
+        return self.cpus_per_trial + self.workers_per_trial * self.cpus_per_worker
+
+    @property
+    def trial_gpus(self) -> float:
+        return self.workers_per_trial * self.gpus_per_worker
+
+
+class StudySpec(_Frozen):
+    """A validated study spec. Build it with ``load_spec``/``parse_spec``; never mutate it."""
+
+    name: str  # study name (directory name); see study.paths.STUDY_NAME_RULE
+    experiment: str  # key of EXPERIMENTS
+    description: str = ""  # free text, copied into MLflow
+    data: dict[str, Any] = Field(default_factory=dict)  # experiment data config (gmm: GMMConfig minus n, seed)
+    factors: Factors
+    fixed: dict[str, Any] = Field(default_factory=dict)  # TGDPConfig overrides {section: {field: value}}
+    space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
+    objective: tuple[Objective, ...] = Field(min_length=1, strict=False)
+    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    sampler_seed: int | None = 0
+    budget: Budget
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    resources: Resources = Field(default_factory=Resources)
+
+    _source: str = PrivateAttr(default="<spec>")
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _one_objective(cls, v: Any) -> Any:
+        return [v] if isinstance(v, dict) else v
+
+    def __eq__(self, other: object) -> bool:  # semantic equality: ignores where the spec was read from
+        return isinstance(other, StudySpec) and spec_dict(self) == spec_dict(other)
+
+    __hash__ = None  # type: ignore[assignment]  # dict fields: not hashable
+
+    @property
+    def source(self) -> str:
+        """The file the spec was loaded from (for error messages)."""
+        return self._source
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objective) > 1
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objective]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objective]
+
+    def base_config(self) -> TGDPConfig:
+        """TGDPConfig with ``fixed`` applied (no seed, no searched parameters)."""
+        return from_dict(TGDPConfig, self.fixed)
+
+    @property
+    def max_epochs(self) -> int:
+        """ASHA's max_t: early_stopping.max_epochs, else guidance.epochs (the largest searchable value)."""
+        if self.early_stopping.max_epochs is not None:
+            return self.early_stopping.max_epochs
+        p = self.space.get("guidance.epochs")
+        candidates = [self.base_config().guidance.epochs] if p is None or p.when is not None else []
+        if isinstance(p, IntParam):
+            candidates.append(p.high)
+        elif isinstance(p, CategoricalParam):
+            candidates += [c for c in p.choices if isinstance(c, int)]
+        if p is not None and isinstance(p.off, int):
+            candidates.append(p.off)
+        return max(candidates)
+
+    def resolved_config(self, n: int, seed: int, params: Mapping[str, Any] | None = None) -> tuple[Any, TGDPConfig]:
+        """(data config, TGDPConfig) of one trial: defaults <- fixed <- seed <- sampled ``params``.
+
+        Every stage seed is ``seed`` unless ``fixed`` sets it; ``params`` is a trial's flat params
+        (Optuna ``trial.params`` or the Tune config); see ``study.space.params_to_overrides``.
+        """
+        merged: dict[str, dict[str, Any]] = {sec: dict(v) for sec, v in self.fixed.items()}
+        for sec in TGDPConfig.__dataclass_fields__:
+            merged.setdefault(sec, {}).setdefault("seed", seed)
+        for sec, values in params_to_overrides(self.space, params or {}).items():
+            merged[sec].update(values)
+        data = EXPERIMENTS[self.experiment].data_config(dict(self.data), n, seed)
+        return data, from_dict(TGDPConfig, merged)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and reads YAML 1.2 scalars (``1e-3`` float, ``off`` string)."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            dup = key in seen
+        except TypeError:
+            continue  # unhashable key: SafeLoader reports it below
+        if dup:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 booleans: only true/false. YAML 1.1 would read the key ``off:`` (and on/yes/no) as a boolean.
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _read_yaml(text: str, file: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"
+        problem = f"{e.context + '; ' if e.context else ''}{e.problem}"
+        hint = "plain YAML (safe_load: no !!python tags), unique keys"
+        raise SpecError(file, Issue(where, f"YAML error: {problem}", allowed=hint)) from None
+    except yaml.YAMLError as e:
+        raise SpecError(file, Issue("<document>", f"YAML error: {e}", allowed="plain YAML")) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pydantic errors -> Issues
+
+
+_PARAM_MODELS = {"float": FloatParam, "int": IntParam, "categorical": CategoricalParam}
+
+
+def _model_of(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        if (m := _model_of(arg)) is not None:
+            return m
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose fields live at ``loc`` (loc of a field in that model, minus the field)."""
+    cls: type[BaseModel] | None = StudySpec
+    parts = list(loc)
+    while parts and cls is not None:
+        key = parts.pop(0)
+        if isinstance(key, int):
+            continue
+        if cls is StudySpec and key == "space":
+            tag = parts[1] if len(parts) > 1 else None
+            parts = parts[2:]
+            cls = _PARAM_MODELS.get(tag)
+            continue
+        field = cls.model_fields.get(key) or next(
+            (f for f in cls.model_fields.values() if f.alias == key), None)
+        cls = _model_of(field.annotation) if field else None
+    return cls
+
+
+def _issues_from_pydantic(err: ValidationError) -> list[Issue]:
+    issues = []
+    for e in err.errors():
+        raw = tuple(e["loc"])
+        loc = [str(x) for x in raw]
+        if len(loc) >= 3 and loc[0] == "space" and loc[2] in PARAM_KINDS:
+            del loc[2]  # the discriminated union's tag is not a key of the YAML
+        path = ".".join(loc)
+        kind, value, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+        if kind == "extra_forbidden":
+            model = _model_at(raw[:-1])
+            keys = [f.alias or k for k, f in model.model_fields.items()] if model else []
+            issues.append(Issue(path, "unknown key", loc[-1], ", ".join(keys) or "no extra keys"))
+        elif kind == "missing":
+            issues.append(Issue(path, "missing required key", allowed="this key must be given"))
+        elif kind == "union_tag_not_found":
+            issues.append(Issue(path + ".kind", "missing parameter kind", allowed=" | ".join(PARAM_KINDS)))
+        elif kind == "union_tag_invalid":
+            issues.append(Issue(path + ".kind", "unknown parameter kind", ctx.get("tag"), " | ".join(PARAM_KINDS)))
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            issues.append(Issue(path, "expected a mapping", value, "a mapping of keys"))
+        else:
+            msg = e["msg"]
+            allowed = msg.removeprefix("Input should be ").removeprefix("Value error, ")
+            issues.append(Issue(path, "invalid value", value, allowed))
+    return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic checks
+
+
+def _config_issue(msg: str) -> Issue:
+    """tgdp.config.from_dict messages look like '<key path>: <problem>'."""
+    path, _, problem = msg.partition(": ")
+    problem, _, allowed = problem.partition("; allowed: ")
+    return Issue(path, problem, allowed=allowed)
+
+
+def _semantic_issues(spec: StudySpec) -> list[Issue]:
+    out: list[Issue] = []
+    if not is_safe_name(spec.name):
+        out.append(Issue("name", "unsafe study name", spec.name, STUDY_NAME_RULE))
+    exp = EXPERIMENTS.get(spec.experiment)
+    if exp is None:
+        out.append(Issue("experiment", "unknown experiment", spec.experiment, ", ".join(EXPERIMENTS)))
+    else:
+        try:
+            exp.check_data(dict(spec.data))
+        except ValueError as e:
+            out.append(_config_issue(str(e)))
+        known = [m for m in exp.metrics]
+        for i, o in enumerate(spec.objective):
+            if o.metric not in known:
+                out.append(Issue(f"objective.{i}.metric", f"unknown metric for {spec.experiment}", o.metric,
+                                 ", ".join(known)))
+    if len(set(spec.metrics)) != len(spec.metrics):
+        out.append(Issue("objective", "the same metric twice", spec.metrics, "distinct metrics"))
+    try:
+        from_dict(TGDPConfig, dict(spec.fixed), where="fixed")
+    except ValueError as e:
+        out.append(_config_issue(str(e)))
+    for key in ("n", "seeds"):
+        vals = getattr(spec.factors, key)
+        if len(set(vals)) != len(vals):
+            out.append(Issue(f"factors.{key}", "duplicate values", list(vals), "distinct values"))
+    out.extend(check_space(spec.space, sampler=spec.sampler))
+    if spec.multi_objective and spec.sampler in SINGLE_OBJECTIVE_SAMPLERS:
+        ok = [s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS]
+        out.append(Issue("sampler", f"{spec.sampler} is single-objective but {len(spec.objective)} objectives "
+                         "are given", spec.sampler, f"one of {ok} for multi-objective"))
+    if not out and spec.early_stopping.enabled and spec.early_stopping.grace_period > spec.max_epochs:
+        out.append(Issue("early_stopping.grace_period", "grace period longer than the training",
+                         spec.early_stopping.grace_period, f"<= max_epochs ({spec.max_epochs})"))
+    r = spec.resources
+    if r.workers_per_trial == 0 and r.gpus_per_worker > 0:
+        out.append(Issue("resources.gpus_per_worker", "GPUs need Train workers (workers_per_trial is 0)",
+                         r.gpus_per_worker, "0, or workers_per_trial >= 1"))
+    if r.num_cpus is not None:
+        out.extend(resource_issues(r, r.num_cpus, r.num_gpus if r.num_gpus is not None else 0.0,
+                                   what="the declared resources.num_cpus/num_gpus"))
+    return out
+
+
+def resource_issues(r: Resources, cpus: float, gpus: float, *, what: str = "the cluster") -> list[Issue]:
+    """Why the trials of ``r`` cannot run on ``cpus`` CPUs and ``gpus`` GPUs, with what would fit."""
+    eps, out = 1e-9, []
+    if r.trial_cpus > cpus + eps:
+        spare = cpus - r.cpus_per_trial
+        if r.workers_per_trial > 0 and spare > eps:
+            fit = (f"workers_per_trial <= {math.floor(spare / r.cpus_per_worker + eps)} at cpus_per_worker "
+                   f"{r.cpus_per_worker:g}, or cpus_per_worker <= {spare / r.workers_per_trial:.3g} "
+                   f"for {r.workers_per_trial} workers")
+        else:
+            fit = f"cpus_per_trial + workers_per_trial * cpus_per_worker <= {cpus:g} (e.g. cpus_per_trial 0.5, " \
+                  f"workers_per_trial {max(0, math.floor((cpus - 0.5) / 0.5 + eps))}, cpus_per_worker 0.5)"
+        key = "resources.workers_per_trial" if r.workers_per_trial else "resources.cpus_per_trial"
+        out.append(Issue(key, f"one trial needs {r.trial_cpus:g} CPUs but {what} has {cpus:g}",
+                         r.workers_per_trial if r.workers_per_trial else r.cpus_per_trial, fit))
+    elif r.max_concurrent_trials * r.trial_cpus > cpus + eps:
+        k = math.floor(cpus / r.trial_cpus + eps)
+        out.append(Issue("resources.max_concurrent_trials", f"{r.max_concurrent_trials} trials x "
+                         f"{r.trial_cpus:g} CPUs exceed the {cpus:g} CPUs of {what} (Tune does not count Train "
+                         "workers and would deadlock)", r.max_concurrent_trials, f"<= {k}"))
+    if r.trial_gpus > gpus + eps:
+        out.append(Issue("resources.gpus_per_worker", f"one trial needs {r.trial_gpus:g} GPUs but {what} has "
+                         f"{gpus:g}", r.gpus_per_worker,
+                         f"<= {gpus / r.workers_per_trial:.3g}" if r.workers_per_trial else "0"))
+    elif r.trial_gpus > 0 and r.max_concurrent_trials * r.trial_gpus > gpus + eps:
+        out.append(Issue("resources.max_concurrent_trials", f"{r.max_concurrent_trials} trials x "
+                         f"{r.trial_gpus:g} GPUs exceed the {gpus:g} GPUs of {what}", r.max_concurrent_trials,
+                         f"<= {math.floor(gpus / r.trial_gpus + eps)}"))
+    return out
+
+
+def check_resources(spec: StudySpec, cpus: float | None = None, gpus: float | None = None) -> None:
+    """Raise ``SpecError`` unless the trials fit ``cpus``/``gpus`` (the cluster's totals).
+
+    ``None`` means the local machine: ``resources.num_cpus`` or ``os.cpu_count()``, and
+    ``resources.num_gpus`` or 0 (called by ``--dry-run`` and before a local run).
+    """
+    r = spec.resources
+    local = cpus is None
+    cpus = float(r.num_cpus if r.num_cpus is not None else os.cpu_count() or 1) if cpus is None else cpus
+    gpus = float(r.num_gpus or 0.0) if gpus is None else gpus
+    issues = resource_issues(r, cpus, gpus, what="this machine" if local else "the cluster")
+    if issues:
+        raise SpecError(spec.source, issues)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
+    """Validate an already-parsed YAML document (a mapping) into a ``StudySpec``."""
+    if not isinstance(data, dict):
+        raise SpecError(file, Issue("", "the spec must be a YAML mapping", type(data).__name__,
+                                    "a mapping with keys " + ", ".join(StudySpec.model_fields)))
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(file, _issues_from_pydantic(e)) from None
+    spec._source = str(file)
+    issues = _semantic_issues(spec)
+    if issues:
+        raise SpecError(file, issues)
+    return spec
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a spec file (``yaml.safe_load`` semantics); raises ``SpecError``."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(str(p), Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
+    return parse_spec(_read_yaml(text, str(p)), str(p))
+
+
+def spec_dict(spec: StudySpec) -> dict[str, Any]:
+    """The spec as plain YAML/JSON data, defaults filled in."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """YAML text that ``parse_spec``/``load_spec`` turns back into an equal spec."""
+    return yaml.safe_dump(spec_dict(spec), sort_keys=False, default_flow_style=None, width=110)
+
+
+def spec_hash(spec: StudySpec) -> str:
+    """sha256 of the semantic spec. ``resources`` is left out: a study may resume on another cluster."""
+    data = {k: v for k, v in spec_dict(spec).items() if k != "resources"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def write_spec(spec: StudySpec, paths: StudyPaths) -> None:
+    """Write ``spec.yaml`` and ``spec.sha256`` into a new study directory (refuses to overwrite)."""
+    if paths.exists():
+        raise UserError(f"study already exists: {paths.root} (resume it with `tgdp-study resume {paths.root}`)")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for target, text in ((paths.spec_sha, spec_hash(spec) + "\n"), (paths.spec, dump_spec(spec))):
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)  # spec.yaml last: its presence marks a complete study directory
+
+
+def read_study_spec(paths: StudyPaths) -> StudySpec:
+    """The spec of an existing study; refuses one whose spec.yaml changed since creation."""
+    spec = load_spec(paths.spec)
+    want = paths.spec_sha.read_text().strip() if paths.spec_sha.is_file() else None
+    if want is not None and want != spec_hash(spec):
+        raise UserError(f"{paths.spec}: changed since the study was created (sha256 {spec_hash(spec)[:12]} != "
+                        f"recorded {want[:12]}); a study's spec is frozen: start a new study instead")
+    return spec
+
+
+__all__ = [
+    "EXPERIMENTS", "GMM_METRICS", "METRICS", "Budget", "Condition", "EarlyStopping", "Experiment", "Factors",
+    "Objective", "Resources", "SpecError", "StudySpec", "check_resources", "dump_spec", "load_spec",
+    "parse_spec", "read_study_spec", "resource_issues", "spec_dict", "spec_hash", "write_spec",
+]

@@ -1,0 +1,278 @@
+"""``tgdp-study``: the command line.
+
+    tgdp-study run SPEC [--name NAME] [--dir DIR] [--address ADDR] [--tracking-uri URI] [--dry-run]
+    tgdp-study resume DIR [--address ADDR] [--tracking-uri URI]
+    tgdp-study status DIR | report DIR | best DIR --n N [--out FILE] | ls [DIR]
+    tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
+    tgdp-study gmm [--n 10 100 1000] [--seed 0] [--out DIR]
+    tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
+
+User errors (bad spec, bad path, a command whose module is not built yet) print one message on
+stderr and exit 2; nothing is written for an invalid spec. The execution modules are imported
+lazily, so ``--dry-run``, ``ls`` and ``--help`` never start Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from study import UserError
+from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
+from study.space import describe_space
+from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
+
+PROG = "tgdp-study"
+
+
+class NotAvailable(UserError):
+    """The module behind a command is not part of this build yet."""
+
+
+def _lazy(command: str, module: str, attr: str) -> Callable[..., Any]:
+    """``module.attr``, imported now; a module that does not exist yet is a clean user error."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise NotAvailable(f"`{command}` is not available yet ({module} is not in this build)") from None
+        raise  # a real missing dependency inside the module: show it
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        raise NotAvailable(f"`{command}` is not available yet ({module}.{attr} does not exist)")
+    return fn
+
+
+def _finish(result: Any) -> int:
+    """Exit code of a dispatched function: an int is the code, a string is printed."""
+    if isinstance(result, str):
+        print(result)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# run / --dry-run
+
+
+def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
+    r, es = spec.resources, spec.early_stopping
+    n_trials = spec.budget.trials_per_n * len(spec.factors.n) * len(spec.factors.seeds)
+    objective = ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)
+    if address:
+        fit = f"checked against the cluster at {address} at run time"
+    else:
+        cpus = r.num_cpus if r.num_cpus is not None else os.cpu_count()
+        fit = f"fits this machine ({cpus:g} CPUs, {r.num_gpus or 0:g} GPUs)"
+    workers = (f"{r.workers_per_trial} Train workers x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU)"
+               if r.workers_per_trial else "in-process TorchTrainer (0 workers)")
+    lines = [
+        f"study        {spec.name}  ({spec.source})",
+        f"directory    {study_dir}  (not created by --dry-run)",
+        f"spec sha256  {spec_hash(spec)}",
+        "",
+        "== resolved spec ==",
+        dump_spec(spec).rstrip(),
+        "",
+        f"== search space: {len(spec.space)} parameters, sampler {spec.sampler} (seed {spec.sampler_seed}) ==",
+        describe_space(spec.space),
+        "",
+        "== plan ==",
+        f"  target sizes n = {list(spec.factors.n)} x seeds {list(spec.factors.seeds)}: "
+        f"{spec.budget.trials_per_n} trials each, {n_trials} trials in all",
+        f"  objective    {objective}" + ("  (multi-objective: Pareto front per n)" if spec.multi_objective else ""),
+        f"  time budget  {spec.budget.time_budget_s:g} s per n" if spec.budget.time_budget_s else
+        "  time budget  none",
+        f"  early stop   ASHA on the guidance epoch: grace {es.grace_period}, reduction {es.reduction_factor:g}, "
+        f"max_epochs {spec.max_epochs}" if es.enabled else "  early stop   off",
+        "",
+        "== resources ==",
+        f"  per trial    driver {r.cpus_per_trial:g} CPU + {workers} = {r.trial_cpus:g} CPUs, {r.trial_gpus:g} GPUs",
+        f"  concurrency  up to {r.max_concurrent_trials} trials = {r.max_concurrent_trials * r.trial_cpus:g} CPUs, "
+        f"{r.max_concurrent_trials * r.trial_gpus:g} GPUs",
+        f"  check        {fit}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    spec = load_spec(a.spec)
+    if a.name is not None:
+        spec = spec.model_copy(update={"name": validate_study_name(a.name)})
+        spec._source = a.spec
+    paths = study_paths(a.dir, spec.name)
+    if not a.address:
+        check_resources(spec)  # the cluster's totals are checked again by the runner
+    if a.dry_run:
+        print(_plan(spec, paths.root, a.address))
+        return 0
+    if paths.exists():
+        raise UserError(f"study already exists: {paths.root} (resume it with `{PROG} resume {paths.root}`, "
+                        "or choose another --name)")
+    run_study = _lazy("run", "study.runner", "run_study")
+    return _finish(run_study(spec, paths.root, a.address, a.tracking_uri))
+
+
+def cmd_resume(a: argparse.Namespace) -> int:
+    paths = open_study_dir(a.dir)
+    read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
+    resume_study = _lazy("resume", "study.runner", "resume_study")
+    return _finish(resume_study(paths.root, a.address, a.tracking_uri))
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    root = open_study_dir(a.dir).root
+    return _finish(_lazy("status", "study.report", "status")(root))
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    root = open_study_dir(a.dir).root
+    return _finish(_lazy("report", "study.report", "write_report")(root))
+
+
+def cmd_best(a: argparse.Namespace) -> int:
+    paths = open_study_dir(a.dir)
+    out = Path(a.out).resolve() if a.out else None
+    return _finish(_lazy("best", "study.report", "export_best")(paths.root, a.n, out))
+
+
+def cmd_ui(a: argparse.Namespace) -> int:
+    root = open_study_dir(a.dir).root
+    return _finish(_lazy("ui", "study.ui", "serve")(root, a.host, a.port))
+
+
+def cmd_gmm(a: argparse.Namespace) -> int:
+    fn = _lazy("gmm", "tgdp.gmm_experiment", "main")
+    return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out)))
+
+
+def cmd_make_ecg_sim(a: argparse.Namespace) -> int:
+    fn = _lazy("make-ecg-sim", "tgdp.data.ecg_sim", "main")
+    return _finish(fn(argparse.Namespace(out=a.out, domain=a.domain, records=a.records, seed=a.seed)))
+
+
+# ---------------------------------------------------------------------------------------------
+# ls
+
+
+def _trial_counts(db: Path) -> str:
+    """'n=10: 4 COMPLETE, 1 RUNNING; ...' read straight from the Optuna sqlite file (read-only)."""
+    if not db.is_file():
+        return "not started"
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute(
+                "SELECT s.study_name, t.state, COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "GROUP BY s.study_name, t.state ORDER BY s.study_name").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        return f"optuna.db unreadable ({e})"
+    per: dict[str, list[str]] = {}
+    for study, state, count in rows:
+        per.setdefault(study, []).append(f"{count} {str(state).lower()}")
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in per.items()) or "no trials yet"
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    studies = list_studies(a.dir)
+    if not studies:
+        print(f"no studies in {Path(a.dir).resolve()}")
+        return 0
+    for p in studies:
+        try:
+            s = read_study_spec(p)
+            what = f"{s.experiment}  n={list(s.factors.n)}  {s.budget.trials_per_n} trials/n  sampler {s.sampler}"
+        except UserError as e:
+            what = f"INVALID SPEC ({str(e).splitlines()[0]})"
+        print(f"{p.name}  {what}\n  {p.root}\n  trials: {_trial_counts(p.optuna_db)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser and entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="Ray/Optuna/MLflow hyper-parameter studies of TGDP.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cluster_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", default=None, help="join an existing Ray cluster (default: local ray.init)")
+        p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: <study>/mlflow.db)")
+
+    p = sub.add_parser("run", help="start a study from a spec YAML")
+    p.add_argument("spec", help="study spec (YAML), e.g. search_spaces/gmm.yaml")
+    p.add_argument("--name", default=None, help="study name (default: the spec's name)")
+    p.add_argument("--dir", default=DEFAULT_STUDIES_DIR, help="parent of the study directory (default: %(default)s)")
+    cluster_args(p)
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan; create nothing")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted study")
+    p.add_argument("dir", help="study directory (holds spec.yaml)")
+    cluster_args(p)
+    p.set_defaults(func=cmd_resume)
+
+    for name, func, help_ in (("status", cmd_status, "trials per n and their state"),
+                              ("report", cmd_report, "write the study report (tables, figures)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("dir", help="study directory")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("best", help="export the best trial's resolved config for one n")
+    p.add_argument("dir", help="study directory")
+    p.add_argument("--n", type=int, required=True, help="target sample size")
+    p.add_argument("--out", default=None, help="output file (default: print)")
+    p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("ls", help="list the studies in a directory")
+    p.add_argument("dir", nargs="?", default=DEFAULT_STUDIES_DIR, help="default: %(default)s")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("ui", help="serve the MLflow UI of a study")
+    p.add_argument("dir", help="study directory")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("gmm", help="run the GMM experiment (all methods, fixed configs) without a study")
+    p.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="target sample sizes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output directory")
+    p.set_defaults(func=cmd_gmm)
+
+    p = sub.add_parser("make-ecg-sim", help="write a simulated ECG data set (WFDB) for tests and demos")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--domain", choices=("source", "target"), required=True)
+    p.add_argument("--records", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=cmd_make_ecg_sim)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tgdp-study``; returns the exit code (0 ok, 2 user error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
+        return int(e.code or 0)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,12 +18,13 @@ Optuna parameter names are the dotted paths themselves (no "/", which Ray Tune w
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from study import Issue
 from tgdp.config import TGDPConfig, from_dict
@@ -36,6 +37,14 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes", "gp")  # refuse multi-objective studies
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_by_name=True, validate_by_alias=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml11_off_key(cls, data: Any) -> Any:
+        # A spec read with plain yaml.safe_load (YAML 1.1) turns the key ``off:`` into False.
+        if isinstance(data, dict) and False in data and "off" not in data:
+            data = {("off" if k is False else k): v for k, v in data.items()}
+        return data
 
 
 class Condition(_Frozen):
@@ -117,7 +126,9 @@ def _value_issue(path: str, where: str, value: Any) -> Issue | None:
         from_dict(TGDPConfig, {section: {name: value}})
     except ValueError:
         tp = config_field_type(path)
-        return Issue(where, f"value does not fit config field {path}", value, f"a {getattr(tp, '__name__', tp)}")
+        name = getattr(tp, "__name__", str(tp))
+        return Issue(where, f"value does not fit config field {path}", value,
+                     f"a value of type {name}" + (" (true/false)" if tp is bool else ""))
     return None
 
 
@@ -158,7 +169,9 @@ def check_space(space: Space, *, sampler: str) -> list[Issue]:
         if tp not in (int, float, bool, str):
             why = "not a searchable config path" if tp is None else "not a scalar config field"
             sections = sorted({a.split(".")[0] for a in allowed_paths})
-            issues.append(Issue(w, why, path, f"<section>.<field> with section in {sections}, e.g. guidance.width"))
+            close = difflib.get_close_matches(path, allowed_paths, n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            issues.append(Issue(w, why, path, f"{hint}<section>.<field> with section in {sections}"))
             seen.append(path)
             continue
         if (ki := _kind_issue(path, p, tp)) is not None:
@@ -194,14 +207,15 @@ def _condition_issues(path: str, cond: Condition, space: Space, earlier: list[st
     if len(tests) != 1:
         return [Issue(w, "a condition needs exactly one test", [t.rstrip("_") for t in tests],
                       "one of equals, in, off")]
+    before = f"a parameter defined before {path}: {earlier}" if earlier else \
+        f"a parameter defined before {path} (none: it is the first)"
     if cond.param == path:
-        return [Issue(f"{w}.param", "a parameter cannot depend on itself", cond.param, f"one of {earlier}")]
+        return [Issue(f"{w}.param", "a parameter cannot depend on itself", cond.param, before)]
     if cond.param not in space:
-        return [Issue(f"{w}.param", "condition on an unknown parameter", cond.param,
-                      f"a parameter defined before {path}: {earlier}")]
+        return [Issue(f"{w}.param", "condition on an unknown parameter", cond.param, before)]
     if cond.param not in earlier:
         return [Issue(f"{w}.param", "condition on a parameter defined later (order matters; no cycles)",
-                      cond.param, f"a parameter defined before {path}: {earlier}")]
+                      cond.param, before)]
     other = space[cond.param]
     if cond.off is not None:
         if other.off is None:

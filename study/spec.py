@@ -51,7 +51,8 @@ class Experiment:
 def _gmm_check(data: dict[str, Any]) -> None:
     for key in ("n", "seed"):
         if key in data:
-            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data")
+            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data; "
+                             "allowed: GMMConfig fields except n and seed")
     cfg = from_dict(GMMConfig, data, where="data")
     for key in ("mu_source", "mu_target"):
         if len(getattr(cfg, key)) != cfg.dim:
@@ -78,8 +79,8 @@ class _Frozen(BaseModel):
 
 
 class Factors(_Frozen):
-    n: tuple[PositiveInt, ...] = Field(min_length=1, strict=False)  # target sample sizes, one Optuna study each
-    seeds: tuple[NonNegativeInt, ...] = Field(default=(0,), min_length=1, strict=False)  # data/stage seeds
+    n: tuple[PositiveInt, ...] = Field(strict=False)  # target sample sizes, one Optuna study each (non-empty)
+    seeds: tuple[NonNegativeInt, ...] = Field(default=(0,), strict=False)  # data/stage seeds (non-empty)
 
 
 class Objective(_Frozen):
@@ -131,7 +132,7 @@ class StudySpec(_Frozen):
     factors: Factors
     fixed: dict[str, Any] = Field(default_factory=dict)  # TGDPConfig overrides {section: {field: value}}
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
-    objective: tuple[Objective, ...] = Field(min_length=1, strict=False)
+    objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     sampler_seed: int | None = 0
     budget: Budget
@@ -237,7 +238,8 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _read_yaml(text: str, file: str) -> Any:
+def read_yaml(text: str, file: str = "<spec>") -> Any:
+    """Parse spec YAML: safe (no tags), YAML 1.2 scalars, duplicate keys refused; ``SpecError`` with the line."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
@@ -317,9 +319,18 @@ def _issues_from_pydantic(err: ValidationError) -> list[Issue]:
 # Semantic checks
 
 
+class _Shown(str):
+    """A value already written as text (``repr`` would quote it twice)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _config_issue(msg: str) -> Issue:
-    """tgdp.config.from_dict messages look like '<key path>: <problem>'."""
+    """tgdp.config.from_dict messages: '<key path>: expected <what>, got <value>' or '<path>: <problem>'."""
     path, _, problem = msg.partition(": ")
+    if m := re.fullmatch(r"expected (.+), got (.+)", problem):
+        return Issue(path, "invalid value", _Shown(m.group(2)), m.group(1))
     problem, _, allowed = problem.partition("; allowed: ")
     return Issue(path, problem, allowed=allowed)
 
@@ -347,9 +358,13 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
         from_dict(TGDPConfig, dict(spec.fixed), where="fixed")
     except ValueError as e:
         out.append(_config_issue(str(e)))
+    if not spec.objective:
+        out.append(Issue("objective", "no objective", [], "one or more {metric, direction} mappings"))
     for key in ("n", "seeds"):
         vals = getattr(spec.factors, key)
-        if len(set(vals)) != len(vals):
+        if not vals:
+            out.append(Issue(f"factors.{key}", "empty list", [], "a non-empty list of distinct integers"))
+        elif len(set(vals)) != len(vals):
             out.append(Issue(f"factors.{key}", "duplicate values", list(vals), "distinct values"))
     out.extend(check_space(spec.space, sampler=spec.sampler))
     if spec.multi_objective and spec.sampler in SINGLE_OBJECTIVE_SAMPLERS:
@@ -365,7 +380,7 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
                          r.gpus_per_worker, "0, or workers_per_trial >= 1"))
     if r.num_cpus is not None:
         out.extend(resource_issues(r, r.num_cpus, r.num_gpus if r.num_gpus is not None else 0.0,
-                                   what="the declared resources.num_cpus/num_gpus"))
+                                   what="resources.num_cpus/num_gpus"))
     return out
 
 
@@ -442,7 +457,7 @@ def load_spec(path: str | Path) -> StudySpec:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(str(p), Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
-    return parse_spec(_read_yaml(text, str(p)), str(p))
+    return parse_spec(read_yaml(text, str(p)), str(p))
 
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:
@@ -485,5 +500,5 @@ def read_study_spec(paths: StudyPaths) -> StudySpec:
 __all__ = [
     "EXPERIMENTS", "GMM_METRICS", "METRICS", "Budget", "Condition", "EarlyStopping", "Experiment", "Factors",
     "Objective", "Resources", "SpecError", "StudySpec", "check_resources", "dump_spec", "load_spec",
-    "parse_spec", "read_study_spec", "resource_issues", "spec_dict", "spec_hash", "write_spec",
+    "parse_spec", "read_study_spec", "read_yaml", "resource_issues", "spec_dict", "spec_hash", "write_spec",
 ]

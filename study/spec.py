@@ -10,6 +10,7 @@ See ``search_spaces/gmm.yaml`` for a commented example of every key.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -367,6 +368,9 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
         elif len(set(vals)) != len(vals):
             out.append(Issue(f"factors.{key}", "duplicate values", list(vals), "distinct values"))
     out.extend(check_space(spec.space, sampler=spec.sampler))
+    if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        out.append(Issue("sampler", "the cmaes sampler needs the 'cmaes' package, which is not installed",
+                         spec.sampler, "`pip install cmaes`, or one of " + ", ".join(s for s in SAMPLERS if s != "cmaes")))
     if spec.multi_objective and spec.sampler in SINGLE_OBJECTIVE_SAMPLERS:
         ok = [s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS]
         out.append(Issue("sampler", f"{spec.sampler} is single-objective but {len(spec.objective)} objectives "

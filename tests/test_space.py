@@ -1,0 +1,168 @@
+"""The search space compiled to an Optuna define-by-run function, exercised with real Optuna studies."""
+
+from __future__ import annotations
+
+import functools
+import math
+import pickle
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study.space import (
+    SAMPLERS, define_by_run, describe_space, grid_search_space, make_sampler, params_to_overrides, switch_name,
+)
+from study.spec import load_spec, parse_spec
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_spec(space: dict, sampler: str = "random", objective=None):
+    return parse_spec({
+        "name": "t", "experiment": "gmm", "factors": {"n": [10]},
+        "space": space, "sampler": sampler, "budget": {"trials_per_n": 1},
+        "objective": objective or {"metric": "energy_distance", "direction": "minimize"},
+    })
+
+
+SPACE = {
+    "guidance.eta_cycle": {"kind": "float", "low": 1e-3, "high": 10.0, "log": True, "off": 0.0},
+    "guidance.width": {"kind": "categorical", "choices": [64, 128, 256]},
+    "guidance.depth": {"kind": "int", "low": 2, "high": 6, "step": 2, "when": {"param": "guidance.width", "in": [128, 256]}},
+    "guidance.target_batch_size": {"kind": "categorical", "choices": [64, 128],
+                                   "when": {"param": "guidance.eta_cycle", "off": False}},
+    "sample.guidance_scale": {"kind": "float", "low": 0.5, "high": 2.0},
+    "guidance.lr": {"kind": "float", "low": 1e-4, "high": 1e-2, "log": True},
+}
+
+
+def run_trials(space, sampler, n_trials, directions=("minimize",), constants=None):
+    """A real Optuna study (``optimize``: GridSampler stops the study itself when the grid is exhausted).
+
+    Returns [(trial.params, define_by_run's return value, trial.distributions)] per trial."""
+    study = optuna.create_study(sampler=sampler, directions=list(directions))
+    out = []
+
+    def objective(trial):
+        consts = define_by_run(trial, space, constants)
+        out.append((dict(trial.params), consts, dict(trial.distributions)))
+        v = float(trial.number % 3)
+        return tuple([v] * len(directions)) if len(directions) > 1 else v
+
+    study.optimize(objective, n_trials=n_trials)
+    return out
+
+
+def test_conditionals_off_switch_and_log_bounds():
+    spec = make_spec(SPACE)
+    trials = run_trials(spec.space, optuna.samplers.RandomSampler(seed=0), 60, constants={"n": 10})
+    seen_off = seen_on = seen_depth = seen_no_depth = False
+    for params, consts, dists in trials:
+        assert consts["n"] == 10  # constants pass through
+        # conditional: depth only when width is 128/256
+        if params["guidance.width"] in (128, 256):
+            assert params["guidance.depth"] in (2, 4, 6)
+            seen_depth = True
+        else:
+            assert "guidance.depth" not in params
+            seen_no_depth = True
+        # off-switch: "off" -> exactly 0.0 and the value is not sampled; "on" -> log-uniform within bounds
+        sw = params[switch_name("guidance.eta_cycle")]
+        if sw == "off":
+            assert "guidance.eta_cycle" not in params and consts["guidance.eta_cycle"] == 0.0
+            assert "guidance.target_batch_size" not in params  # condition "off: false" fails
+            seen_off = True
+        else:
+            v = params["guidance.eta_cycle"]
+            assert 1e-3 <= v <= 10.0 and dists["guidance.eta_cycle"].log
+            assert "guidance.eta_cycle" not in consts
+            assert params["guidance.target_batch_size"] in (64, 128)
+            seen_on = True
+        assert 1e-4 <= params["guidance.lr"] <= 1e-2 and dists["guidance.lr"].log
+        assert 0.5 <= params["sample.guidance_scale"] <= 2.0
+    assert seen_off and seen_on and seen_depth and seen_no_depth  # both branches were exercised
+
+
+def test_params_to_overrides_and_resolved_config():
+    spec = make_spec(SPACE)
+    for params, consts, _ in run_trials(spec.space, optuna.samplers.RandomSampler(seed=1), 20):
+        ov = params_to_overrides(spec.space, params)
+        _, cfg = spec.resolved_config(10, 0, params)
+        if params[switch_name("guidance.eta_cycle")] == "off":
+            assert ov["guidance"]["eta_cycle"] == 0.0 and cfg.guidance.eta_cycle == 0.0
+        else:
+            assert cfg.guidance.eta_cycle == params["guidance.eta_cycle"]
+        assert cfg.guidance.width == params["guidance.width"]
+        # the Tune config (params + returned constants) resolves to the same config
+        assert spec.resolved_config(10, 0, {**params, **consts}) == spec.resolved_config(10, 0, params)
+
+
+def test_define_by_run_is_picklable():
+    # OptunaSearch pickles its space function: module-level function + partial over a frozen spec
+    spec = load_spec(ROOT / "search_spaces" / "gmm.yaml")
+    fn = pickle.loads(pickle.dumps(functools.partial(define_by_run, space=spec.space, constants={"n": 100})))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    assert fn(trial)["n"] == 100 and "guidance.width" in trial.params
+
+
+def test_grid_sampler_enumerates_the_grid():
+    space = {
+        "guidance.eta_cycle": {"kind": "float", "low": 0.5, "high": 1.0, "step": 0.5, "off": 0.0},
+        "guidance.width": {"kind": "categorical", "choices": [64, 128]},
+        "guidance.depth": {"kind": "int", "low": 2, "high": 3},
+    }
+    spec = make_spec(space, sampler="grid")
+    grid = grid_search_space(spec.space)
+    assert grid["guidance.eta_cycle"] == [0.5, 1.0] and grid[switch_name("guidance.eta_cycle")] == ["off", "on"]
+    size = math.prod(len(v) for v in grid.values())  # 2 * 2 * 2 * 2 = 16
+    sampler = make_sampler("grid", spec.space, seed=0)
+    trials = run_trials(spec.space, sampler, size)
+    combos = {tuple(sorted(p.items())) for p, _, _ in trials}
+    # every on-point is distinct; off-points collapse their unused eta value (2 duplicates each)
+    assert len(combos) == 2 * 2 * 2 + 2 * 2
+    for p, c, _ in trials:
+        assert p["guidance.depth"] in (2, 3) and p["guidance.width"] in (64, 128)
+        assert (c["guidance.eta_cycle"] == 0.0) if p[switch_name("guidance.eta_cycle")] == "off" \
+            else p["guidance.eta_cycle"] in (0.5, 1.0)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs_the_default_space(sampler):
+    if sampler == "cmaes":
+        pytest.importorskip("cmaes")  # optional dependency of Optuna's CmaEsSampler (spec validation says so)
+    spec_file = "gmm_smoke.yaml" if sampler != "grid" else None
+    if spec_file is None:  # grid needs a finite space
+        spec = make_spec({"guidance.width": {"kind": "categorical", "choices": [16, 32]},
+                          "guidance.depth": {"kind": "int", "low": 1, "high": 2}}, sampler="grid")
+    else:
+        spec = load_spec(ROOT / "search_spaces" / spec_file)
+    run_trials(spec.space, make_sampler(sampler, spec.space, seed=0), 4)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+def test_multi_objective_samplers(sampler):
+    spec = load_spec(ROOT / "search_spaces" / "gmm_multiobjective.yaml")
+    trials = run_trials(spec.space, make_sampler(sampler, spec.space, seed=0), 4, directions=spec.directions)
+    assert len(trials) == 4
+
+
+def test_describe_space_lists_every_parameter():
+    text = describe_space(make_spec(SPACE).space)
+    for path in SPACE:
+        assert path in text
+    assert "off-switch: 0.0 or searched" in text and "only when guidance.width in [128, 256]" in text
+    assert "log" in text and "step 2" in text
+
+
+def test_cmaes_without_its_package_is_a_spec_error():
+    import importlib.util
+
+    if importlib.util.find_spec("cmaes") is not None:
+        pytest.skip("cmaes is installed here")
+    from study import SpecError
+
+    with pytest.raises(SpecError, match=r"sampler: the cmaes sampler needs the 'cmaes' package.*pip install cmaes"):
+        make_spec({"guidance.lr": {"kind": "float", "low": 1e-4, "high": 1e-2, "log": True}}, sampler="cmaes")

@@ -151,9 +151,18 @@ def cmd_gmm(a: argparse.Namespace) -> int:
     return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out)))
 
 
-def cmd_make_ecg_sim(a: argparse.Namespace) -> int:
+def cmd_make_ecg_sim(argv: Sequence[str]) -> int:
+    """Hand the raw arguments to ``tgdp.data.ecg_sim.main`` (its parser owns the options: OUT, --domain,
+    --records, --seed, --hr, --overwrite, ...), so the two never drift apart."""
     fn = _lazy("make-ecg-sim", "tgdp.data.ecg_sim", "main")
-    return _finish(fn(argparse.Namespace(out=a.out, domain=a.domain, records=a.records, seed=a.seed)))
+    try:
+        return _finish(fn(list(argv)))
+    except SystemExit as e:  # its argparse (int code) or a message (str code)
+        if isinstance(e.code, str):
+            raise UserError(e.code) from None
+        return int(e.code or 0)
+    except (ValueError, FileExistsError) as e:  # bad counts, an existing data set
+        raise UserError(f"make-ecg-sim: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,23 +257,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory")
     p.set_defaults(func=cmd_gmm)
 
-    p = sub.add_parser("make-ecg-sim", help="write a simulated ECG data set (WFDB) for tests and demos")
-    p.add_argument("out", help="output directory")
-    p.add_argument("--domain", choices=("source", "target"), required=True)
-    p.add_argument("--records", type=int, required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.set_defaults(func=cmd_make_ecg_sim)
+    # Listed for --help only: main() hands "make-ecg-sim ..." to tgdp.data.ecg_sim before parsing.
+    sub.add_parser("make-ecg-sim", add_help=False,
+                   help="write a simulated ECG data set: OUT --domain source|target --records N --seed S")
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tgdp-study``; returns the exit code (0 ok, 2 user error)."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
-        return int(e.code or 0)
-    try:
+        if argv[:1] == ["make-ecg-sim"]:
+            return cmd_make_ecg_sim(argv[1:])
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
+            return int(e.code or 0)
         return args.func(args)
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -156,3 +156,14 @@ def test_console_script_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "== search space" in r.stdout and "== resources ==" in r.stdout
     assert tree(tmp_path) == before
+
+
+def test_make_ecg_sim_is_handed_to_the_simulator(tmp_path, capsys):
+    pytest.importorskip("tgdp.data.ecg_sim")
+    out = tmp_path / "sim"
+    assert main(["make-ecg-sim", str(out), "--domain", "target", "--records", "2", "--seed", "0"]) == 0
+    assert (out / "REFERENCE.csv").is_file()
+    # a second run refuses to overwrite: a user error, exit 2
+    assert main(["make-ecg-sim", str(out), "--domain", "target", "--records", "2", "--seed", "0"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["make-ecg-sim", str(out), "--domain", "sideways"]) == 2  # its own argparse

@@ -13,6 +13,7 @@ This package imports nothing heavy at import time (no ray, no mlflow); the execu
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,11 @@ class UserError(ValueError):
     """An error the user can fix (bad spec, bad path, wrong command); the CLI prints it and exits 2."""
 
 
-_UNSET: Any = object()
+class _Unset(enum.Enum):  # an enum member pickles by reference (errors may cross Ray processes)
+    UNSET = 0
+
+
+_UNSET: Any = _Unset.UNSET
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,6 @@ class SpecError(UserError):
         else:
             msg = lines[0] if lines else f"{self.file}: invalid study spec"
         super().__init__(msg)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.file, list(self.issues)))

@@ -267,3 +267,16 @@ def test_unsafe_study_names(name):
 def test_open_study_dir_needs_spec_yaml(tmp_path):
     with pytest.raises(StudyPathError, match=r"not a study directory: .* \(no spec\.yaml\)"):
         open_study_dir(tmp_path)
+
+
+def test_spec_and_errors_pickle(tmp_path):
+    # specs travel to Ray workers and errors come back from them
+    import pickle
+
+    spec = load_spec(SMOKE)
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    err = pytest.raises(SpecError, parse_spec, {"name": "x", "experiment": "gmm", "factors": {"n": [0]},
+                                                "objective": {"metric": "sliced_w2", "direction": "minimize"},
+                                                "budget": {"trials_per_n": 1}}, "p.yaml").value
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.issues == err.issues and "p.yaml: factors.n.0" in str(again)

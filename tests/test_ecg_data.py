@@ -13,9 +13,10 @@ import torch
 
 from tgdp.data.cpsc import load_cpsc, read_reference
 from tgdp.data.ecg import (DERIVED_LEADS, LENGTH, MODEL_LEADS, PTBXL_STATEMENT_OF_CLASS, TARGET_CLASSES, ECGDataError,
-                           LeadNorm, crop_or_pad, derive_limb_leads, fit_lead_norm, read_wfdb, resample, select_leads,
+                           LeadNorm, crop_or_pad, derive_limb_leads, fit_lead_norm, resample, select_leads,
                            split_target, stage_data, stratified_sample, to_twelve_leads)
 from tgdp.data.ptbxl import fold_splits, load_ptbxl, ptbxl_to_target, read_scp_statements
+from tgdp.data.wfdb_io import read_wfdb
 
 FIXTURES = Path(__file__).parent / "data" / "ecg"
 REAL_DIR = os.environ.get("TGDP_REAL_ECG_DIR")
@@ -290,3 +291,21 @@ def test_whole_real_subset():
         signal, names, _ = read_wfdb(str(path.with_suffix("")))
         diff = derive_limb_leads(select_leads(signal, names, MODEL_LEADS)) - select_leads(signal, names, DERIVED_LEADS)
         assert np.abs(diff).max() < 0.003, path.name
+
+
+@pytest.mark.parametrize("path", ["ptbxl/records100/00000/00001_lr", "ptbxl/records500/00000/00008_hr", "cpsc2018/A0010"])
+def test_fast_reader_agrees_with_wfdb(path: str):
+    import wfdb
+
+    signal, names, fs = read_wfdb(str(FIXTURES / path))
+    ref = wfdb.rdrecord(str(FIXTURES / path))  # the reference implementation of the format
+    assert names == ref.sig_name and fs == ref.fs
+    assert np.allclose(signal, ref.p_signal, atol=1e-9)
+
+
+def test_header_lists_fewer_signals_than_declared(copy: Path):
+    hea = copy / "cpsc2018" / "A0002.hea"
+    lines = hea.read_text().splitlines()
+    hea.write_text("\n".join(lines[:12] + lines[13:]) + "\n")  # drop the V6 line, keep "12" on the record line
+    with pytest.raises(ECGDataError, match=r"^A0002: header/signal mismatch: header declares 12 signals"):
+        load_cpsc(str(copy / "cpsc2018"))

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from tgdp.data.ecg import (FS, MIN_LENGTH, TARGET_CLASSES, TWELVE_LEADS, ECGDataError, ECGDataset, build_dataset,
-                           read_wfdb, shape_signal)
+                           shape_signal)
+from tgdp.data.wfdb_io import read_wfdb
 
 CPSC_FS = 500  # Hz, the rate of every CPSC2018 record
 _LABEL_COLUMNS = ("First_label", "Second_label", "Third_label")

@@ -17,6 +17,7 @@ Conventions every ECG loader follows:
 * **Errors.** Every problem with a data file raises ``ECGDataError`` (a ``ValueError``) whose message
   starts with the record id. Loaders skip bad records only when called with ``skip_bad=True``, and then
   list them, with reasons, in ``ECGDataset.skipped``; nothing is dropped silently.
+* **Reading.** ``tgdp.data.wfdb_io.read_wfdb`` validates every record against its header.
 * **Splits.** ``split_target`` draws test, then validation, then the limited training set, each a
   stratified sample (stratum = a record's rarest positive class) from what is left, so the three are
   disjoint and the held-out splits do not depend on n. ``LeadNorm`` is fitted on training rows only.
@@ -24,7 +25,6 @@ Conventions every ECG loader follows:
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Sequence
@@ -119,83 +119,6 @@ def shape_signal(signal: np.ndarray, names: Sequence[str], fs: float, *, record:
     x = resample(x, fs, FS)
     x, valid = crop_or_pad(x, length=LENGTH, min_length=min_length, record=record)
     return x.astype(np.float32), valid
-
-
-# --- validated WFDB reading -----------------------------------------------------------------------------
-
-_BYTES_PER_SAMPLE = {"16": 2, "80": 1, "24": 3, "32": 4}  # formats whose file size we can check exactly
-
-
-def read_wfdb(path: str, *, record: str | None = None, expected_fs: float | None = None
-              ) -> tuple[np.ndarray, list[str], float]:
-    """Read one WFDB record (path without extension) after checking it against its header.
-
-    Checks, each an ``ECGDataError``: header and signal files exist; the sampling rate equals
-    ``expected_fs`` (when given); the signal file holds exactly the samples the header declares (shorter:
-    truncated; longer: header/signal mismatch); the per-lead checksums match. Returns the physical
-    signal (L, C) in the header's units, the lead names and fs.
-    """
-    import wfdb  # imported here: only the ECG path needs it
-
-    record = record or os.path.basename(path)
-    if not os.path.isfile(path + ".hea"):
-        raise ECGDataError(record, f"missing file {path}.hea")
-    try:
-        header = wfdb.rdheader(path)
-    except Exception as exc:  # wfdb raises assorted types on unparsable headers
-        raise ECGDataError(record, f"unreadable header {path}.hea ({exc})") from exc
-    if expected_fs is not None and float(header.fs) != float(expected_fs):
-        raise ECGDataError(record, f"wrong sampling rate: header says {header.fs} Hz, expected {expected_fs} Hz")
-    if not header.n_sig or not header.sig_len:
-        raise ECGDataError(record, "header declares no signals or zero length")
-    _check_signal_files(header, os.path.dirname(path), record)
-    try:
-        rec = wfdb.rdrecord(path, physical=False)
-    except Exception as exc:
-        raise ECGDataError(record, f"unreadable signal ({exc})") from exc
-    digital = rec.d_signal
-    if digital.shape != (header.sig_len, header.n_sig):
-        raise ECGDataError(record, f"header/signal mismatch: header declares {header.sig_len}x{header.n_sig} "
-                                   f"samples, file gives {digital.shape[0]}x{digital.shape[1]}")
-    if rec.checksum is not None:
-        computed = rec.calc_checksum()
-        bad = [name for name, a, b in zip(rec.sig_name, rec.checksum, computed) if (a - b) % 65536]
-        if bad:
-            raise ECGDataError(record, f"header/signal mismatch: checksum differs for lead(s) {bad}")
-    gain = np.asarray(rec.adc_gain, dtype=np.float64)
-    if np.any(gain == 0):
-        raise ECGDataError(record, "header declares an ADC gain of 0")
-    physical = (digital - np.asarray(rec.baseline, dtype=np.float64)) / gain
-    units = {str(u).lower() for u in rec.units or []}
-    if units - {"mv"}:
-        scale = {"uv": 1e-3, "µv": 1e-3, "v": 1e3}
-        if len(units) != 1 or next(iter(units)) not in scale:
-            raise ECGDataError(record, f"unsupported signal units {sorted(units)}")
-        physical = physical * scale[next(iter(units))]
-    return physical, list(rec.sig_name), float(rec.fs)
-
-
-def _check_signal_files(header: Any, directory: str, record: str) -> None:
-    """Signal files exist and (for fixed-width formats) hold exactly sig_len samples per lead."""
-    files: dict[str, list[int]] = {}
-    for i, name in enumerate(header.file_name):
-        files.setdefault(name, []).append(i)
-    for name, leads in files.items():
-        full = os.path.join(directory, name)
-        if not os.path.isfile(full):
-            raise ECGDataError(record, f"missing file {full}")
-        fmt = str(header.fmt[leads[0]])
-        if fmt not in _BYTES_PER_SAMPLE:
-            continue  # wfdb's own read (and the shape check) covers the other formats
-        offset = int((header.byte_offset or [None] * header.n_sig)[leads[0]] or 0)
-        expected = offset + _BYTES_PER_SAMPLE[fmt] * header.sig_len * len(leads)
-        actual = os.path.getsize(full)
-        if actual < expected:
-            raise ECGDataError(record, f"truncated signal: {full} has {actual} bytes, the header needs {expected} "
-                                       f"({header.sig_len} samples x {len(leads)} leads)")
-        if actual > expected:
-            raise ECGDataError(record, f"header/signal mismatch: {full} has {actual} bytes, the header declares "
-                                       f"{expected} ({header.sig_len} samples x {len(leads)} leads)")
 
 
 # --- the dataset ----------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from tgdp.data.ecg import (FS, MIN_LENGTH, PTBXL_STATEMENT_OF_CLASS, TARGET_CLASSES, ECGDataError, ECGDataset,
-                           build_dataset, read_wfdb, shape_signal)
+                           build_dataset, shape_signal)
+from tgdp.data.wfdb_io import read_wfdb
 
 PTBXL_FOLDS: dict[str, tuple[int, ...]] = {"train": (1, 2, 3, 4, 5, 6, 7, 8), "val": (9,), "test": (10,)}
 _REQUIRED_COLUMNS = ("scp_codes", "strat_fold", "filename_lr", "filename_hr")

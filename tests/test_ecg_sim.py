@@ -186,3 +186,15 @@ def test_cli_subcommand_and_main(tmp_path: Path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["domain"] == "target"
     with pytest.raises(SystemExit, match="unknown field"):
         main([str(tmp_path / "x"), "--domain", "target", "--records", "1", "--shift", '{"noize": 1}'])
+
+
+def test_short_records_are_padded_with_lengths_or_rejected(tmp_path: Path):
+    short = replace(TARGET_SHIFT, min_seconds=6.0, max_seconds=8.0)
+    write_simulated_dataset(str(tmp_path), "target", 3, seed=5, shift=short)
+    ds = load_cpsc(str(tmp_path))
+    assert ds.x.shape == (3, 8, LENGTH) and all(600 <= n <= 800 for n in ds.lengths.tolist())  # zero-padded
+    assert float(ds.x[~ds.mask[:, None, :].expand_as(ds.x)].abs().max()) == 0.0  # padding is exactly zero
+    with pytest.raises(ValueError, match="A0001: too short"):  # below the caller's minimum: rejected ...
+        load_cpsc(str(tmp_path), min_length=900)
+    skipped = load_cpsc(str(tmp_path), min_length=900, skip_bad=True).skipped  # ... or listed when asked
+    assert [r for r, _ in skipped] == ["A0001", "A0002", "A0003"]

@@ -93,9 +93,11 @@ class GuidanceConfig:
     batch_size: int = 512  # source samples per step
     lr: float = 1e-3  # Adam learning rate (cosine-decayed to 10%)
     weight_decay: float = 0.0
+    loss: str = "kl"  # regression of h onto r: "kl" (Bregman, default) or "mse" (paper); same minimiser h*
     eta_cycle: float = 0.0  # eta_1, weight of L_cycle (0 = off)
     eta_consistency: float = 0.0  # eta_2, weight of L_consistence (0 = off)
     target_batch_size: int = 256  # target samples per step for the regularisers
+    time_power: float = 2.0  # training times t = t_min + (1 - t_min) u^power: > 1 favours small t
     log_ratio_clip: float = 8.0  # |log r(x_0)| is clipped to this before exp (targets stay bounded)
     report_every: int = 1  # epochs between reports/checkpoints
     conditional: bool = False  # label-aware h(x_t, y, t)

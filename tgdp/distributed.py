@@ -1,8 +1,8 @@
 """The one place that knows about data-parallel training (plain torch.distributed).
 
 Ray Train's TorchTrainer initialises the process group on its workers; a notebook or test does not.
-Stages call these helpers and behave identically in both cases: shard the data by rank, wrap the
-trained model in DDP, all-reduce metrics, and let rank 0 alone write.
+Stages call these helpers and behave identically in both cases: shard the data by rank, average the
+gradients, all-reduce metrics, and let rank 0 alone write.
 """
 
 from __future__ import annotations
@@ -27,23 +27,38 @@ def is_rank_zero() -> bool:
     return rank() == 0
 
 
-def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DDP-wrap ``model`` when running data-parallel, else return it unchanged."""
+def average_gradients(model: torch.nn.Module) -> None:
+    """All-reduce-mean the gradients (one coalesced call): what DDP does, but explicit, so it also
+    holds for losses that differentiate through autograd.grad (the consistency term), which DDP's
+    hooks do not support."""
     if not is_distributed():
-        return model
-    ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+def all_gather_rows(x: torch.Tensor, total: int) -> torch.Tensor:
+    """Concatenate every rank's equal-sized chunk along dim 0 and keep the first ``total`` rows."""
+    if not is_distributed():
+        return x[:total]
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)[:total]
 
 
-def shard(n: int, perm: torch.Tensor) -> torch.Tensor:
-    """This rank's slice of a permutation of range(n): equal-sized strided shards (DistributedSampler style)."""
+def shard(perm: torch.Tensor) -> torch.Tensor:
+    """This rank's equal-sized strided slice of a permutation (DistributedSampler style, tail dropped)."""
     ws = world_size()
-    per_rank = n // ws if n >= ws else 1
-    return perm[rank() :: ws][:per_rank] if n >= ws else perm[:per_rank]
+    per_rank = max(perm.shape[0] // ws, 1)
+    return perm[rank()::ws][:per_rank]
 
 
 def all_reduce_mean(value: float, device: torch.device) -> float:
@@ -53,10 +68,3 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / world_size()
-
-
-def broadcast_module(module: torch.nn.Module) -> None:
-    """Make every rank hold rank 0's parameters (e.g. after rank-0-only initialisation)."""
-    if is_distributed():
-        for p in module.state_dict().values():
-            dist.broadcast(p, src=0)

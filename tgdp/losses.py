@@ -36,14 +36,30 @@ def log_ratio_from_logits(source_logit: torch.Tensor) -> torch.Tensor:
     return -source_logit
 
 
-def guidance_regression(log_h: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """||h_psi(x_t, t) - r(x_0)||^2 on source samples, with h = exp(log_h); minimiser is h*."""
-    return (torch.exp(log_h) - ratio) ** 2
+def ratio_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """Regression of h = exp(log_h) onto ratio targets; both kinds are minimised by h = E[ratio | x_t].
+
+    ``mse``: (h - r)^2, the paper's form. Its gradient in log_h is 2 (h - r) h, which vanishes once h
+    is small: the net drives h -> 0 on the many low-ratio source points and then cannot learn the rare
+    high-ratio ones (measured: the guidance stays flat even with the exact ratio).
+    ``kl``: the Bregman divergence of x log x, r log(r / h) - r + h >= 0; gradient h - r never vanishes.
+    """
+    h = torch.exp(log_h)
+    if kind == "mse":
+        return (h - ratio) ** 2
+    if kind == "kl":
+        return torch.xlogy(ratio, ratio) - ratio * log_h - ratio + h
+    raise ValueError(f"unknown ratio loss {kind!r}; known: ['kl', 'mse']")
 
 
-def cycle(log_h: torch.Tensor, time_log_ratio: torch.Tensor) -> torch.Tensor:
-    """||h_psi(x'_t, t) - (1 - c'(x'_t, t)) / c'(x'_t, t)||^2 on target samples."""
-    return (torch.exp(log_h) - torch.exp(time_log_ratio)) ** 2
+def guidance_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """L_guidance per source sample: h_psi(x_t, t) against r(x_0); minimiser is h*."""
+    return ratio_regression(log_h, ratio, kind)
+
+
+def cycle(log_h: torch.Tensor, time_log_ratio: torch.Tensor, kind: str = "kl") -> torch.Tensor:
+    """L_cycle per target sample: h_psi(x'_t, t) against (1 - c'(x'_t, t)) / c'(x'_t, t)."""
+    return ratio_regression(log_h, torch.exp(time_log_ratio), kind)
 
 
 def grad_log_h(log_h_fn, x_t: torch.Tensor, create_graph: bool) -> torch.Tensor:

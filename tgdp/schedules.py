@@ -44,10 +44,12 @@ class VPSchedule:
         db = self.beta_max - self.beta_min
         return 2.0 * log_term / (torch.sqrt(self.beta_min**2 + 2.0 * db * log_term) + self.beta_min)
 
-    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Uniform training times in [t_min, 1]."""
+    def sample_t(self, n: int, generator: torch.Generator | None = None, device=None,
+                 power: float = 1.0) -> torch.Tensor:
+        """Training times t = t_min + (1 - t_min) u^power, u ~ U(0, 1): uniform for power = 1, denser
+        at small t for power > 1 (where the regression signal lives; per-t minimisers are unchanged)."""
         u = torch.rand(n, generator=generator, device=device)
-        return self.t_min + (1.0 - self.t_min) * u
+        return self.t_min + (1.0 - self.t_min) * u**power
 
 
 @dataclass(frozen=True)

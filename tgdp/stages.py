@@ -3,7 +3,7 @@
 Each stage checkpoints through the reporter at report boundaries and continues from
 ``reporter.restore(stage)`` when it was interrupted; a finished stage returns at once on a rerun.
 Data-parallel when torch.distributed is initialised (Ray Train): every rank draws its own
-minibatches (seed + rank) of batch_size / world_size samples, gradients are averaged by DDP,
+minibatches (seed + rank) of batch_size / world_size samples, gradients are all-reduced,
 metrics all-reduced; only rank 0's checkpoint state is kept by the reporter.
 
 ``data`` is a dict of tensors: source_x (m, *shape), target_x (n, *shape) and, for the conditional
@@ -59,8 +59,8 @@ def _rank_batch(batch_size: int, available: int) -> int:
     return max(1, min(batch_size, available) // D.world_size())
 
 
-def _noised(x0: torch.Tensor, schedule: VPSchedule, g: torch.Generator):
-    t = schedule.sample_t(x0.shape[0], generator=g).to(x0.device)
+def _noised(x0: torch.Tensor, schedule: VPSchedule, g: torch.Generator, power: float = 1.0):
+    t = schedule.sample_t(x0.shape[0], generator=g, power=power).to(x0.device)
     eps = torch.randn(x0.shape, generator=g).to(x0.device)
     shape = (-1,) + (1,) * (x0.dim() - 1)
     x_t = schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * eps
@@ -68,7 +68,7 @@ def _noised(x0: torch.Tensor, schedule: VPSchedule, g: torch.Generator):
 
 
 def _state(model: nn.Module, opt, step: int, g: torch.Generator, done: bool, **extra) -> dict[str, Any]:
-    return {"model": D.unwrap(model).state_dict(), "opt": opt.state_dict(), "step": step,
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
             "rng": g.get_state(), "done": done, **extra}
 
 
@@ -87,7 +87,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(init) if init is not None else build(
         SCORE_NETS, cfg.arch, tuple(x.shape[1:]), cfg.width, cfg.depth, num_labels)
-    model = model.to(device).train()
+    model = model.to(device).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = _optimiser(model, cfg.lr, cfg.weight_decay)
     g = _generator(cfg.seed)
@@ -97,16 +97,16 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
         g.set_state(st["rng"]); step = st["step"]
     if step >= cfg.steps:
         return ema
-    ddp = D.wrap_ddp(model, device)
     x, y = x.to(device), (y.to(device) if num_labels else None)
     bs = _rank_batch(cfg.batch_size, x.shape[0])
     running = 0.0
     while step < cfg.steps:
         idx = torch.randint(0, x.shape[0], (bs,), generator=g).to(device)
         x_t, t, eps = _noised(x[idx], schedule, g)
-        loss = losses.denoising_score_matching(ddp(x_t, t, y[idx] if num_labels else None), eps).mean()
+        loss = losses.denoising_score_matching(model(x_t, t, y[idx] if num_labels else None), eps).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        D.average_gradients(model)
         _cosine_lr(opt, cfg.lr, step, cfg.steps)
         opt.step()
         with torch.no_grad():
@@ -144,3 +144,278 @@ def finetune(cfg: ScoreConfig, data: dict, source_model: nn.Module, schedule: VP
     """Baseline: the source model trained further on the n target samples."""
     return train_score(cfg, data["target_x"], _labels(data, "target_y", cfg.conditional), schedule, device,
                        reporter, stage="finetune", init=source_model)
+
+
+# --- Stage B: domain classifiers -----------------------------------------------------------------------
+
+def _split(n: int, fraction: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train / held-out index split; keeps at least one point on each side when n >= 2."""
+    perm = torch.randperm(n, generator=g)
+    k = min(max(int(round(n * fraction)), 1 if n >= 2 and fraction > 0 else 0), n - 1)
+    return perm[k:], perm[:k]
+
+
+def _balanced_batch(xs, xt, ys, yt, bs: int, g: torch.Generator):
+    """bs source and bs target points (with replacement) and the is_source labels."""
+    i = torch.randint(0, xs.shape[0], (bs,), generator=g).to(xs.device)
+    j = torch.randint(0, xt.shape[0], (bs,), generator=g).to(xt.device)
+    x = torch.cat([xs[i], xt[j]])
+    y = torch.cat([ys[i], yt[j]]) if ys is not None else None
+    is_source = torch.cat([torch.ones(bs), torch.zeros(bs)]).to(xs.device)
+    return x, y, is_source
+
+
+def _balanced_eval(logit_fn, xs, xt, ys, yt) -> float:
+    """Balanced logistic loss over whole sets (each domain averaged separately)."""
+    with torch.no_grad():
+        ls = torch.nn.functional.softplus(-logit_fn(xs, ys)).mean()
+        lt = torch.nn.functional.softplus(logit_fn(xt, yt)).mean()
+    return float(0.5 * (ls + lt))
+
+
+def train_classifier(cfg: ClassifierConfig, data: dict, device: torch.device, reporter: Reporter) -> nn.Module:
+    """Stage B: c(x) with the balanced logistic loss; log r(x) = -logit.
+
+    Early stopping on a held-out split of both domains keeps the ratio calibrated when n is tiny:
+    the best held-out state is returned, not the last (over-fit) one.
+    """
+    xs, xt = data["source_x"].to(device), data["target_x"].to(device)
+    ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
+    ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
+    split_g = torch.Generator().manual_seed(cfg.seed)  # identical on every rank
+    s_tr, s_ho = _split(xs.shape[0], cfg.holdout_fraction, split_g)
+    t_tr, t_ho = _split(xt.shape[0], cfg.holdout_fraction, split_g)
+    pick = lambda v, i: None if v is None else v[i.to(device)]  # noqa: E731
+    torch.manual_seed(cfg.seed)
+    model = build(CLASSIFIER_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
+                  _num_labels(data, cfg.conditional)).to(device).train()
+    opt = _optimiser(model, cfg.lr, cfg.weight_decay)
+    g = _generator(cfg.seed)
+    step, best, best_state, bad = 0, math.inf, copy.deepcopy(model.state_dict()), 0
+    if (st := reporter.restore("classifier")) is not None:
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); g.set_state(st["rng"])
+        step, best, best_state, bad = st["step"], st["best"], st["best_state"], st["bad"]
+        if st["done"]:
+            model.load_state_dict(best_state)
+            return model.eval()
+    bs = _rank_batch(cfg.batch_size, max(xs.shape[0], 1))
+    has_holdout = len(t_ho) > 0
+    while step < cfg.steps:
+        x, y, is_source = _balanced_batch(pick(xs, s_tr), pick(xt, t_tr), pick(ys, s_tr), pick(yt, t_tr), bs, g)
+        loss = losses.balanced_logistic(model(x, y), is_source).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        D.average_gradients(model)
+        opt.step()
+        step += 1
+        if step % cfg.report_every == 0 or step == cfg.steps:
+            model.eval()
+            train_loss = _balanced_eval(model, pick(xs, s_tr), pick(xt, t_tr), pick(ys, s_tr), pick(yt, t_tr))
+            held = _balanced_eval(model, pick(xs, s_ho), pick(xt, t_ho), pick(ys, s_ho), pick(yt, t_ho)) \
+                if has_holdout else train_loss
+            model.train()
+            held = D.all_reduce_mean(held, device)
+            if held < best - 1e-4:
+                best, best_state, bad = held, copy.deepcopy(model.state_dict()), 0
+            else:
+                bad += 1
+            done = step == cfg.steps or bad >= cfg.patience or reporter.should_stop()
+            reporter.report({"train_loss": D.all_reduce_mean(train_loss, device), "holdout_loss": held},
+                            stage="classifier", epoch=step // cfg.report_every,
+                            state=_state(model, opt, step, g, done, best=best, best_state=best_state, bad=bad))
+            if done:
+                break
+    model.load_state_dict(best_state)
+    return model.eval()
+
+
+def train_time_classifier(cfg: TimeClassifierConfig, data: dict, schedule: VPSchedule, device: torch.device,
+                          reporter: Reporter) -> nn.Module:
+    """Stage B': c'(x_t, t) on noised source/target samples (same t for the pair), balanced loss."""
+    xs, xt = data["source_x"].to(device), data["target_x"].to(device)
+    ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
+    ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
+    torch.manual_seed(cfg.seed)
+    model = build(TIME_CLASSIFIER_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
+                  _num_labels(data, cfg.conditional)).to(device).train()
+    opt = _optimiser(model, cfg.lr, cfg.weight_decay)
+    g = _generator(cfg.seed)
+    step = 0
+    if (st := reporter.restore("time_classifier")) is not None:
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); g.set_state(st["rng"]); step = st["step"]
+    bs = _rank_batch(cfg.batch_size, xs.shape[0])
+    running = 0.0
+    while step < cfg.steps:
+        x0, y, is_source = _balanced_batch(xs, xt, ys, yt, bs, g)
+        x_t, t, _ = _noised(x0, schedule, g)
+        loss = losses.balanced_logistic(model(x_t, t, y), is_source).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        D.average_gradients(model)
+        _cosine_lr(opt, cfg.lr, step, cfg.steps)
+        opt.step()
+        step += 1
+        running += loss.item()
+        if step % cfg.report_every == 0 or step == cfg.steps:
+            n_avg = cfg.report_every if step % cfg.report_every == 0 else step % cfg.report_every
+            reporter.report({"loss": D.all_reduce_mean(running / n_avg, device)}, stage="time_classifier",
+                            epoch=step // cfg.report_every, state=_state(model, opt, step, g, step == cfg.steps))
+            running = 0.0
+    return model.eval()
+
+
+@torch.no_grad()
+def classifier_log_ratio(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
+                         batch_size: int = 8192) -> torch.Tensor:
+    """log r(x) = -logit c(x) for every row of x (batched, no grad)."""
+    out = [losses.log_ratio_from_logits(classifier(x[i:i + batch_size], None if y is None else y[i:i + batch_size]))
+           for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(out)
+
+
+# --- Stage C: guidance network -----------------------------------------------------------------------
+
+def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torch.Tensor, float]:
+    """Regression targets r(x_0) for L_guidance and the constant they were divided by.
+
+    Rule: clip log r to [-clip, clip] (an over-confident classifier cannot produce unbounded
+    targets), then divide r by its mean over the source samples, which is 1 for the exact ratio
+    (E_p[q/p] = 1). grad log h is invariant to this scale; the cycle targets use the same constant.
+    """
+    clipped = log_ratio.clamp(-clip, clip)
+    log_norm = float(torch.logsumexp(clipped, 0) - math.log(clipped.numel()))
+    return torch.exp(clipped - log_norm), log_norm
+
+
+def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, schedule: VPSchedule,
+                   device: torch.device, reporter: Reporter, *, score_model: nn.Module | None = None,
+                   time_classifier: nn.Module | None = None,
+                   evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None) -> nn.Module:
+    """Stage C: L = L_guidance + eta_1 L_cycle + eta_2 L_consistence, training only psi.
+
+    ``log_ratio`` (m,) holds log r(x_0) of every source sample (from ``classifier_log_ratio``, or the
+    exact one for the oracle check). ``time_classifier`` is needed when eta_1 > 0 and ``score_model``
+    when eta_2 > 0; both stay frozen. ``evaluate(h, epoch)`` (optional) adds metrics to each report,
+    e.g. the study objective so that a scheduler can stop weak trials early.
+    """
+    if cfg.eta_cycle > 0 and time_classifier is None:
+        raise ValueError("eta_cycle > 0 needs a time_classifier")
+    if cfg.eta_consistency > 0 and score_model is None:
+        raise ValueError("eta_consistency > 0 needs the source score_model")
+    xs, xt = data["source_x"].to(device), data["target_x"].to(device)
+    ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
+    ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
+    ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
+    torch.manual_seed(cfg.seed)
+    h = build(GUIDANCE_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
+              _num_labels(data, cfg.conditional)).to(device).train()
+    opt = _optimiser(h, cfg.lr, cfg.weight_decay)
+    g = _generator(cfg.seed)
+    epoch = 0
+    if (st := reporter.restore("guidance")) is not None:
+        h.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); g.set_state(st["rng"]); epoch = st["step"]
+    for frozen in (score_model, time_classifier):
+        if frozen is not None:
+            frozen.eval().requires_grad_(False)
+    bs = _rank_batch(cfg.batch_size, xs.shape[0])
+    tbs = _rank_batch(cfg.target_batch_size, max(xs.shape[0], 1))
+    steps_per_epoch = max(xs.shape[0] // (bs * D.world_size()), 1)
+    total_steps = steps_per_epoch * cfg.epochs
+    while epoch < cfg.epochs:
+        perm = D.shard(torch.randperm(xs.shape[0], generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)))
+        sums = {"loss_guidance": 0.0, "loss_cycle": 0.0, "loss_consistency": 0.0}
+        for k in range(steps_per_epoch):
+            idx = perm[k * bs:(k + 1) * bs].to(device)
+            x_t, t, _ = _noised(xs[idx], schedule, g, cfg.time_power)
+            loss_g = losses.guidance_regression(h(x_t, t, None if ys is None else ys[idx]), ratio[idx], cfg.loss).mean()
+            loss = loss_g
+            if cfg.eta_cycle > 0 or cfg.eta_consistency > 0:
+                j = torch.randint(0, xt.shape[0], (tbs,), generator=g).to(device)
+                yj = None if yt is None else yt[j]
+                xt_t, tt, eps = _noised(xt[j], schedule, g, cfg.time_power)
+                if cfg.eta_cycle > 0:
+                    with torch.no_grad():
+                        tc_log_ratio = losses.log_ratio_from_logits(time_classifier(xt_t, tt, yj))
+                    target = (tc_log_ratio - log_norm).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip)
+                    loss_c = losses.cycle(h(xt_t, tt, yj), target, cfg.loss).mean()
+                    loss = loss + cfg.eta_cycle * loss_c
+                    sums["loss_cycle"] += loss_c.item()
+                if cfg.eta_consistency > 0:
+                    with torch.no_grad():
+                        eps_src = score_model(xt_t, tt, yj)
+                    grad = losses.grad_log_h(lambda z: h(z, tt, yj), xt_t, create_graph=True)
+                    loss_k = losses.consistency(eps_src, grad, eps, schedule.sigma(tt)).mean()
+                    loss = loss + cfg.eta_consistency * loss_k
+                    sums["loss_consistency"] += loss_k.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            D.average_gradients(h)
+            _cosine_lr(opt, cfg.lr, epoch * steps_per_epoch + k, total_steps)
+            opt.step()
+            sums["loss_guidance"] += loss_g.item()
+        epoch += 1
+        if epoch % cfg.report_every == 0 or epoch == cfg.epochs:
+            metrics = {key: D.all_reduce_mean(v / steps_per_epoch, device) for key, v in sums.items()}
+            if evaluate is not None:
+                h.eval()
+                metrics.update(evaluate(h, epoch))
+                h.train()
+            reporter.report(metrics, stage="guidance", epoch=epoch,
+                            state=_state(h, opt, epoch, g, epoch == cfg.epochs, log_norm=log_norm))
+            if reporter.should_stop():
+                break
+    return h.eval()
+
+
+# --- Sampling -----------------------------------------------------------------------------------------
+
+def model_eps(model: nn.Module, y: torch.Tensor | None = None) -> EpsFn:
+    """eps-function of a score net; y (batch, num_labels) fixes the labels of the conditional version."""
+    def eps(x, t):
+        return model(x, t, y)
+    return eps
+
+
+def guidance_grad(h: nn.Module, y: torch.Tensor | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(x_t, t) -> grad_x log h_psi(x_t, t[, y]) (no graph kept: sampling only)."""
+    def grad(x, t):
+        return losses.grad_log_h(lambda z: h(z, t, y), x, create_graph=False)
+    return grad
+
+
+def tgdp_eps(score_model: nn.Module, h: nn.Module, schedule: VPSchedule, scale: float,
+             y: torch.Tensor | None = None) -> EpsFn:
+    """The guided target eps: eps_theta - scale * sigma_t * grad log h_psi."""
+    return guided_eps(model_eps(score_model, y), guidance_grad(h, y), schedule, scale)
+
+
+def sample(cfg: SampleConfig, make_eps: Callable[[slice], EpsFn], shape: tuple[int, ...], schedule: VPSchedule,
+           device: torch.device) -> torch.Tensor:
+    """Draw cfg.num_samples samples of ``shape`` with the configured solver; returns them on CPU.
+
+    ``make_eps(rows)`` gives the eps-function for the batch of sample indices ``rows`` (so per-sample
+    labels can follow their samples). The initial noise depends only on cfg.seed, so results do not
+    depend on batch size or on the number of ranks; each rank samples an equal chunk.
+    """
+    if cfg.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {cfg.solver!r}; known: {sorted(SOLVERS)}")
+    noise = torch.randn((cfg.num_samples, *shape), generator=torch.Generator().manual_seed(cfg.seed))
+    chunk = -(-cfg.num_samples // D.world_size())
+    lo = D.rank() * chunk
+    out = []
+    for start in range(lo, lo + chunk, cfg.batch_size):
+        stop = min(start + cfg.batch_size, lo + chunk, cfg.num_samples)
+        if stop <= start:
+            break
+        eps_fn = make_eps(slice(start, stop))
+        z = noise[start:stop].to(device)
+        if cfg.solver == "dpm2":
+            x = SOLVERS["dpm2"](eps_fn, schedule, z, steps=cfg.steps)
+        else:
+            gen = torch.Generator(device=device).manual_seed(cfg.seed * 31 + start)
+            x = SOLVERS["ddpm"](eps_fn, schedule, z, steps=cfg.steps, generator=gen)
+        out.append(x.detach())
+    mine = torch.cat(out) if out else noise[:0].to(device)
+    if mine.shape[0] < chunk:  # pad the last rank's chunk so all_gather sees equal sizes
+        mine = torch.cat([mine, mine.new_zeros((chunk - mine.shape[0], *shape))])
+    return D.all_gather_rows(mine, cfg.num_samples).cpu()

@@ -1,0 +1,120 @@
+"""The stage cache: artefacts that do not depend on searched knobs, computed once and reused.
+
+What is cached, and its key (``tgdp.config.config_hash`` of everything the artefact depends on):
+
+    source-<key>.pt       stage A, the source model       key: data config without n, source config
+    classifier-<key>.pt   stage B, when no ``classifier.*`` is searched
+                                                          key: data config, classifier config
+    baseline-<key>.pt     vanilla / finetune / source_only / oracle_guidance / oracle_target
+                          (model state if trained, validation and test metrics, samples)
+                                                          key: method, data config, its stage configs
+
+The source draw of ``GMMTask.draw`` does not depend on n (the source samples are drawn first), so one
+source model serves every n. Entries are written atomically (tmp file + ``os.replace``) and read with
+``torch.load(weights_only=True)``: plain tensors and containers only, never pickled code. The cache
+directory is ``<study>/cache`` unless ``TGDP_STUDY_CACHE_DIR`` names a shared one (later studies with
+the same configs then reuse the artefacts).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tgdp.config import TGDPConfig, config_hash, to_dict
+
+CACHE_ENV = "TGDP_STUDY_CACHE_DIR"  # environment variable naming a shared cache directory
+CACHE_VERSION = 1  # bump when the layout of an entry changes (old entries are then ignored)
+BASELINE_METHODS = ("vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")
+
+
+def _data_without_n(data_cfg: Any) -> dict[str, Any]:
+    d = to_dict(data_cfg) if not isinstance(data_cfg, dict) else dict(data_cfg)
+    d.pop("n", None)
+    return d
+
+
+def source_key(data_cfg: Any, cfg: TGDPConfig) -> str:
+    """Key of the source model: the source draw (data config minus n) and ``cfg.source``."""
+    return config_hash("source", CACHE_VERSION, _data_without_n(data_cfg), cfg.source)
+
+
+def classifier_key(data_cfg: Any, cfg: TGDPConfig) -> str:
+    """Key of a stage-B domain classifier: the whole data draw and ``cfg.classifier``."""
+    return config_hash("classifier", CACHE_VERSION, data_cfg, cfg.classifier)
+
+
+def baseline_key(method: str, data_cfg: Any, cfg: TGDPConfig) -> str:
+    """Key of a baseline: the method, the data and only the stage configs the method uses."""
+    if method not in BASELINE_METHODS:
+        raise ValueError(f"unknown baseline {method!r}; known: {BASELINE_METHODS}")
+    parts: list[Any] = [data_cfg, cfg.sample]
+    if method in ("finetune", "source_only", "oracle_guidance"):
+        parts.append(source_key(data_cfg, cfg))
+    if method == "vanilla":
+        parts.append(cfg.vanilla)
+    if method == "finetune":
+        parts.append(cfg.finetune)
+    return config_hash("baseline", CACHE_VERSION, method, *parts)
+
+
+def classifier_searched(space: Any) -> bool:
+    """True when the search space touches the domain classifier (then every trial trains its own)."""
+    return any(path.split(".", 1)[0] == "classifier" for path in space)
+
+
+def resolve_cache_dir(study_cache: Path) -> Path:
+    """The cache directory: ``$TGDP_STUDY_CACHE_DIR`` (absolute) if set, else the study's own."""
+    shared = os.environ.get(CACHE_ENV)
+    return Path(shared).expanduser().resolve() if shared else Path(study_cache).resolve()
+
+
+class StageCache:
+    """A directory of ``<kind>-<key>.pt`` files, written atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key}.pt"
+
+    def has(self, kind: str, key: str) -> bool:
+        return self.path(kind, key).is_file()
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The entry, or None when absent (a half-written entry never exists: see ``put``)."""
+        p = self.path(kind, key)
+        if not p.is_file():
+            return None
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+    def put(self, kind: str, key: str, entry: dict[str, Any]) -> Path:
+        """Write ``entry`` to a temporary file in the same directory, then rename it into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(kind, key)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(entry, f)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+
+def atomic_save(obj: Any, target: Path) -> None:
+    """``torch.save`` to ``target`` atomically (used for trial results too)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

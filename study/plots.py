@@ -1,0 +1,128 @@
+"""Figures of a study (matplotlib, Agg backend; written to files, never shown)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from tgdp.config import GMMConfig, from_dict  # noqa: E402
+from tgdp.data.gmm import GMMTask  # noqa: E402
+
+
+def _task(data: dict[str, Any]) -> GMMTask:
+    return GMMTask(from_dict(GMMConfig, data))
+
+
+def _density(ax, task: GMMTask, lim: float) -> None:
+    xs = torch.linspace(-lim, lim, 120)
+    gx, gy = torch.meshgrid(xs, xs, indexing="xy")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    q = task.log_q(pts).exp().reshape(120, 120)
+    ax.contour(gx.numpy(), gy.numpy(), q.numpy(), levels=6, colors="k", linewidths=0.6)
+
+
+def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> None:
+    task = _task(data)
+    lim = 1.5 * max(abs(v) for v in list(data["mu_source"]) + list(data["mu_target"])) + 1.0
+    x = samples[torch.isfinite(samples).all(1)][:3000]
+    ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
+    _density(ax, task, lim)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+
+
+def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title: str) -> Path | None:
+    """Samples (first two coordinates) over the target density contours. None when dim < 2."""
+    if samples.shape[1] < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(4, 4))
+    _scatter(ax, samples, data, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def ratio_plot(grid: dict[str, torch.Tensor], path: Path, title: str = "log r(x)") -> Path:
+    """Learned vs exact log-ratio field side by side (same colour scale)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    x = grid["x"].numpy()
+    vmin = float(min(grid["learned"].min(), grid["exact"].min()))
+    vmax = float(max(grid["learned"].max(), grid["exact"].max()))
+    for ax, key in zip(axes, ("learned", "exact")):
+        im = ax.pcolormesh(x, x, grid[key].numpy(), vmin=max(vmin, -10), vmax=min(vmax, 10), shading="auto")
+        ax.set_title(f"{title}: {key}", fontsize=9)
+        ax.set_aspect("equal")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def samples_grid(panels: list[tuple[str, torch.Tensor, dict[str, Any]]], path: Path) -> Path | None:
+    """One scatter panel per (title, samples, data config): the study's comparison figure."""
+    panels = [p for p in panels if p[1].shape[1] >= 2]
+    if not panels:
+        return None
+    cols = min(len(panels), 4)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (title, x, data) in zip(axes.flat, panels):
+        _scatter(ax, x, data, title)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def optuna_plots(study: Any, out: Path, prefix: str) -> list[Path]:
+    """Optimisation history + parameter importances (>= 2 complete trials), Pareto front (multi-objective)."""
+    import warnings
+
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    multi = len(study.directions) > 1
+    figs: list[tuple[str, Any]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not done:
+            return []
+        try:
+            if multi:
+                figs.append(("pareto", lambda: ovm.plot_pareto_front(study)))
+                figs.append(("history", lambda: ovm.plot_optimization_history(
+                    study, target=lambda t: t.values[0], target_name="objective 0")))
+            else:
+                figs.append(("history", lambda: ovm.plot_optimization_history(study)))
+            if len(done) >= 2 and done[0].params:
+                figs.append(("importances", lambda: ovm.plot_param_importances(
+                    study, target=(lambda t: t.values[0]) if multi else None)))
+        except Exception:  # noqa: BLE001 - a missing figure must not break the report
+            pass
+        paths = []
+        for name, make in figs:
+            try:
+                ax = make()
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                p = out / f"{prefix}_{name}.png"
+                fig.set_size_inches(6, 4)
+                fig.tight_layout()
+                fig.savefig(p, dpi=80)
+                plt.close(fig)
+                paths.append(p)
+            except Exception:  # noqa: BLE001 - e.g. importances need a varying parameter
+                plt.close("all")
+    return paths

@@ -1,0 +1,244 @@
+"""``status``, ``report`` and ``best``: read a study from its files, never from Ray.
+
+Sources: ``optuna.db`` (trial states and validation objectives), ``trials/<label>/<tune id>/result.pt``
+(the final validation *and test* metrics of each finished trial; the test ones are read only for the
+best trial), and the stage cache (baselines and oracles, with their test metrics).
+
+The report (``<study>/report/``): ``summary.csv`` / ``summary.md`` (method x metric x n on the test
+draw: the best trial per n, selected on validation, next to every baseline and oracle),
+``trials.csv`` (every trial), ``samples_grid.png`` and Optuna figures; the same go to the MLflow
+summary run. MLflow failures do not lose the report: files are written first, and the next
+``report`` logs what is missing (runs are found by tags, never duplicated).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study import UserError
+from study.paths import StudyPaths
+from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
+
+TABLE_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mode_balance_error", "log_ratio_rmse",
+                 "guidance_grad_rmse")
+
+
+def _units(spec: StudySpec) -> list[tuple[int, int, str]]:
+    label = (lambda n, s: f"n{n}") if len(spec.factors.seeds) == 1 else (lambda n, s: f"n{n}-s{s}")
+    return [(n, s, label(n, s)) for n in spec.factors.n for s in spec.factors.seeds]
+
+
+def _load_study(paths: StudyPaths, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not paths.optuna_db.is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=paths.optuna_url)
+    except KeyError:
+        return None
+
+
+def best_trial(study, spec: StudySpec):
+    """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective), or None."""
+    import optuna
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+    if not done:
+        return None
+    pool = study.best_trials if spec.multi_objective else done
+    sign = 1 if spec.directions[0] == "minimize" else -1
+    pool = [t for t in pool if t.values and math.isfinite(t.values[0])] or pool
+    return min(pool, key=lambda t: sign * t.values[0])
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def status(study_dir: str | Path) -> str:
+    """Trials per n and their state, and the best so far (from optuna.db only)."""
+    paths = StudyPaths(Path(study_dir).resolve())
+    spec = read_study_spec(paths)
+    lines = [f"study {spec.name}  ({paths.root})", f"objective: " +
+             ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
+    for n, seed, label in _units(spec):
+        study = _load_study(paths, f"{spec.name}-{label}")
+        if study is None:
+            lines.append(f"  {label}: not started")
+            continue
+        counts: dict[str, int] = {}
+        for t in study.trials:
+            counts[t.state.name] = counts.get(t.state.name, 0) + 1
+        shown = ", ".join(f"{c} {s.lower()}" for s, c in sorted(counts.items())) or "no trials yet"
+        lines.append(f"  {label}: {shown} (of {spec.budget.trials_per_n})"
+                     + ("  [done]" if (paths.root / "trials" / label / "DONE").is_file() else ""))
+        b = best_trial(study, spec)
+        if b is not None:
+            vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(spec.metrics, b.values))
+            lines.append(f"    best: trial #{b.number} ({b.user_attrs.get('tune_trial_id', '?')}) {vals}  "
+                         f"params {json.dumps(b.params, default=str)}")
+    return "\n".join(lines)
+
+
+def _result(paths: StudyPaths, label: str, trial) -> dict[str, Any] | None:
+    import torch
+
+    tid = trial.user_attrs.get("tune_trial_id")
+    p = paths.root / "trials" / label / str(tid) / "result.pt"
+    return torch.load(p, map_location="cpu", weights_only=True) if tid and p.is_file() else None
+
+
+def _baselines(spec: StudySpec, cache_dir: Path, n: int, seed: int) -> list[dict[str, Any]]:
+    from study.cache import BASELINE_METHODS, StageCache, baseline_key
+
+    cache = StageCache(cache_dir)
+    data_cfg, cfg = spec.resolved_config(n, seed)
+    out = []
+    for m in BASELINE_METHODS:
+        e = cache.get("baseline", baseline_key(m, data_cfg, cfg))
+        if e is not None:
+            out.append(e)
+    return out
+
+
+def _table_md(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |\n" for r in rows)
+
+
+def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
+    """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown."""
+    from study import plots
+
+    paths = StudyPaths(Path(study_dir).resolve())
+    spec = read_study_spec(paths)
+    state_path = paths.root / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    cache_dir = Path(state.get("cache_dir", paths.cache))
+    tracking_uri = tracking_uri or state.get("tracking_uri", paths.mlflow_url)
+    out = paths.report
+    out.mkdir(parents=True, exist_ok=True)
+    summary, trial_rows, panels, figures, studies = [], [], [], [], []
+    for n, seed, label in _units(spec):
+        study = _load_study(paths, f"{spec.name}-{label}")
+        for e in _baselines(spec, cache_dir, n, seed):
+            summary.append({"method": e["method"], "n": n, "seed": seed, "trial": "", **e["test"]})
+            panels.append((f"{e['method']} n={n}", e["samples"], e["data"]))
+        if study is None:
+            continue
+        studies.append((label, study))
+        for t in study.trials:
+            trial_rows.append({"n": n, "seed": seed, "number": t.number, "tune_trial_id": t.user_attrs.get(
+                "tune_trial_id", ""), "state": t.state.name, **dict(zip(spec.metrics, t.values or [])),
+                **{f"param.{k}": v for k, v in t.params.items()}})
+        b = best_trial(study, spec)
+        res = _result(paths, label, b) if b is not None else None
+        if res is not None:
+            summary.append({"method": "tgdp (best)", "n": n, "seed": seed, "trial": res["trial_id"], **res["test"]})
+            panels.insert(len(panels) - len(_baselines(spec, cache_dir, n, seed)),
+                          (f"TGDP best n={n}", res["samples"], res["data"]))
+        figures += plots.optuna_plots(study, out, label)
+    cols = ["method", "n", "seed", "trial", *TABLE_METRICS]
+    (out / "summary.csv").write_text(_csv(summary, cols))
+    md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"
+          + _table_md(summary, cols))
+    (out / "summary.md").write_text(md)
+    tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
+    (out / "trials.csv").write_text(_csv(trial_rows, tcols))
+    if (p := plots.samples_grid(panels, out / "samples_grid.png")) is not None:
+        figures.append(p)
+    note = ""
+    try:
+        _sync_mlflow(paths, spec, tracking_uri, out, figures)
+    except Exception as e:  # noqa: BLE001 - the files above are the report; MLflow is retried next time
+        note = f"\n(MLflow not updated: {e}; run `tgdp-study report {paths.root}` again to log it)\n"
+    return md + f"\nreport: {out}\n" + note
+
+
+def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path]) -> None:
+    """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent)."""
+    from study.cache import StageCache
+    from study.runner import finalize_trial
+    from study.spec import dump_spec
+    from study.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
+    state = json.loads((paths.root / "state.json").read_text()) if (paths.root / "state.json").is_file() else {}
+    cache = StageCache(state.get("cache_dir", paths.cache))
+    ctx = {"tracker": tracker, "paths": paths, "parents": {}, "spec_text": dump_spec(spec), "cache": cache}
+    for n, seed, label in _units(spec):
+        run_dir = paths.root / "trials" / label
+        if not run_dir.is_dir() and not (paths.ray / f"{spec.name}-{label}").exists():
+            continue
+        ctx["parents"][label] = tracker.parent(spec.name, label, n, seed)
+        for e in _baselines(spec, cache.root, n, seed):
+            tracker.baseline_run(ctx["parents"][label], label, e)
+        for d in sorted(run_dir.glob("*/result.pt")) if run_dir.is_dir() else []:
+            run = tracker.find(kind="trial", trial_id=d.parent.name)
+            if run is None or run.data.tags.get("finalized") != "true":
+                status_ = run.info.status if run is not None and run.info.status != "RUNNING" else "FINISHED"
+                finalize_trial(ctx, label, d.parent.name, {}, None, status_)
+        if (run_dir / "DONE").is_file():
+            tracker.set_status(ctx["parents"][label], "FINISHED")
+    run_id, _ = tracker.get_or_create("summary", kind="summary", study=spec.name)
+    for name in ("summary.csv", "summary.md", "trials.csv"):
+        tracker.log_artifact(run_id, out / name, "report")
+    for f in figures:
+        tracker.log_artifact(run_id, f, "figures")
+    tracker.log_text(run_id, dump_spec(spec), "spec.yaml")
+    tracker.set_status(run_id, "FINISHED")
+
+
+def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
+    """The spec of a single re-run of the best trial for ``n``: its params moved into ``fixed``."""
+    from study.space import params_to_overrides
+
+    paths = StudyPaths(Path(study_dir).resolve())
+    spec = read_study_spec(paths)
+    if n not in spec.factors.n:
+        raise UserError(f"n={n} is not a target size of study {spec.name}; allowed: {list(spec.factors.n)}")
+    found = []
+    for nn, seed, label in _units(spec):
+        study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
+        if study is not None and (b := best_trial(study, spec)) is not None:
+            found.append((b, seed))
+    if not found:
+        raise UserError(f"no finished trial for n={n} in {paths.root} yet (see `tgdp-study status {paths.root}`)")
+    sign = 1 if spec.directions[0] == "minimize" else -1
+    b, seed = min(found, key=lambda x: sign * x[0].values[0])
+    d = spec_dict(spec)
+    fixed = {sec: dict(v) for sec, v in d.get("fixed", {}).items()}
+    for sec, values in params_to_overrides(spec.space, b.params).items():
+        fixed.setdefault(sec, {}).update(values)
+    d.update(name=f"{spec.name}-best-n{n}"[:64], fixed=fixed, space={},
+             factors={"n": [n], "seeds": [seed]},
+             description=f"best trial #{b.number} of {spec.name} for n={n} "
+                         f"({', '.join(f'{m}={_fmt(v)}' for m, v in zip(spec.metrics, b.values))})")
+    d["budget"] = {**d["budget"], "trials_per_n": 1}
+    d.setdefault("sampler", "tpe")
+    if d["sampler"] == "grid":
+        d["sampler"] = "random"  # an empty space has no grid
+    text = yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=110)
+    parse_spec(yaml.safe_load(text), "<best>")  # what `run` will accept
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        return f"wrote {out}"
+    return text.rstrip()

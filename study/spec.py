@@ -37,7 +37,7 @@ from tgdp.config import GMMConfig, TGDPConfig, from_dict
 # Experiments: one registry entry each (the ECG engineer replaces the "ecg" entry's placeholders)
 
 GMM_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error", "log_ratio_rmse")
-ECG_METRICS = ("macro_auroc", "f_beta2", "g_beta2")  # placeholder until the ECG evaluation lands
+ECG_METRICS = ("macro_auroc", "f_beta2", "g_beta2", "feat_energy", "feat_frechet")  # tgdp.ecg_experiment
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,27 @@ def _gmm_data(data: dict[str, Any], n: int, seed: int) -> GMMConfig:
     return from_dict(GMMConfig, {**data, "n": n, "seed": seed})
 
 
+def _ecg_check(data: dict[str, Any]) -> None:
+    """ECGDataConfig fields except n and seed (imported lazily: it pulls in torch)."""
+    from tgdp.ecg_experiment import ECGDataConfig  # noqa: PLC0415
+    for key in ("n", "seed"):
+        if key in data:
+            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data; "
+                             "allowed: ECGDataConfig fields except n and seed")
+    try:
+        from_dict(ECGDataConfig, data, where="data")
+    except ValueError as e:  # __post_init__ messages name the bare key
+        raise ValueError(str(e) if str(e).startswith("data") else f"data.{e}") from None
+
+
+def _ecg_data(data: dict[str, Any], n: int, seed: int) -> Any:
+    from tgdp.ecg_experiment import ECGDataConfig  # noqa: PLC0415
+    return from_dict(ECGDataConfig, {**data, "n": n, "seed": seed})
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "gmm": Experiment(GMM_METRICS, _gmm_check, _gmm_data),
-    # ECG: the data section is validated by the ECG data module once it exists.
-    "ecg": Experiment(ECG_METRICS, lambda data: None, lambda data, n, seed: {**data, "n": n, "seed": seed}),
+    "ecg": Experiment(ECG_METRICS, lambda data: _ecg_check(data), lambda data, n, seed: _ecg_data(data, n, seed)),
 }
 METRICS: dict[str, tuple[str, ...]] = {name: e.metrics for name, e in EXPERIMENTS.items()}
 

@@ -147,7 +147,11 @@ def load_classifier(cache: StageCache, data_cfg, cfg) -> torch.nn.Module | None:
     if entry is None:
         return None
     c = cfg.classifier
-    model = build(CLASSIFIER_NETS, c.arch, (data_cfg.dim,), c.width, c.depth, 2 if c.conditional else 0)
+    labels = 2 if c.conditional else 0
+    if hasattr(stages, "build_classifier"):  # the stage's own builder (e.g. a calibrated wrapper)
+        model = stages.build_classifier(c, (data_cfg.dim,), labels)
+    else:
+        model = build(CLASSIFIER_NETS, c.arch, (data_cfg.dim,), c.width, c.depth, labels)
     model.load_state_dict(entry["state"])
     return model.eval()
 

@@ -1,0 +1,149 @@
+"""The study system end to end on local Ray (num_cpus=2), real Optuna and MLflow (sqlite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from study.cli import main
+from study.spec import load_spec
+from tests.study_util import artifacts, by_kind, optuna_trials, runs, tiny_spec
+
+pytestmark = pytest.mark.ray
+SCRIPT = Path(sys.executable).with_name("tgdp-study")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
+    """run -> report -> MLflow: runs, params, metrics, artefacts; status, best; nothing RUNNING."""
+    from study.runner import run_study
+
+    spec = load_spec(tiny_spec(tmp_path, "e2e"))
+    study = tmp_path / "studies" / "e2e"
+    t0 = time.time()
+    assert run_study(spec, study, None, None) == 0
+    print(f"smoke study wall time {time.time() - t0:.1f} s")
+    uri = f"sqlite:///{study / 'mlflow.db'}"
+    rs = runs(uri, "e2e")
+    # no run is left RUNNING (trials, baselines, parents, summary)
+    assert all(r.info.status == "FINISHED" for r in rs), [(r.info.run_name, r.info.status) for r in rs]
+    parents = by_kind(rs, "n")
+    assert sorted(r.info.run_name for r in parents) == ["n10", "n100"]  # one parent per n
+    trials = by_kind(rs, "trial")
+    assert len(trials) == 4  # 2 trials per n, one child run each
+    parent_ids = {r.info.run_id for r in parents}
+    assert all(r.data.tags["mlflow.parentRunId"] in parent_ids for r in trials)
+    assert len(by_kind(rs, "baseline")) == 10  # 5 baselines/oracles x 2 n
+    assert len(by_kind(rs, "summary")) == 1
+    t = trials[0]
+    # params: the whole resolved config flattened, the data config and the searched params
+    assert {"guidance.width", "classifier.lr", "sample.num_samples", "data.m", "param.guidance.width"} <= set(t.data.params)
+    assert "final_energy_distance" in t.data.metrics and "log_ratio_rmse" in t.data.metrics
+    from mlflow.tracking import MlflowClient
+    hist = MlflowClient(uri).get_metric_history(t.info.run_id, "energy_distance")
+    assert sorted({m.step for m in hist}) == [1, 2]  # the in-training objective by guidance epoch
+    assert {"plots/samples.png", "plots/log_ratio_field.png", "checkpoint/guidance.pt", "spec.yaml"} <= \
+        set(artifacts(uri, t.info.run_id))
+    summary = by_kind(rs, "summary")[0]
+    arts = set(artifacts(uri, summary.info.run_id))
+    assert {"report/summary.csv", "report/summary.md", "figures/samples_grid.png", "figures/n10_history.png"} <= arts
+    # the report table: method x metric x n on the test draw
+    csv = (study / "report" / "summary.csv").read_text()
+    for method in ("tgdp (best)", "vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target"):
+        assert csv.count(method) == 2, method
+    # Optuna: one study per n, every trial complete, tagged with its Tune trial id
+    for n in (10, 100):
+        ts = optuna_trials(study, f"e2e-n{n}")
+        assert [x.state.name for x in ts] == ["COMPLETE", "COMPLETE"]
+        assert all(x.user_attrs.get("tune_trial_id") for x in ts)
+    # stage cache: one source model for both n, classifier per n, 5 baselines per n
+    cached = sorted(p.name.split("-")[0] for p in (study / "cache").glob("*.pt"))
+    assert cached.count("source") == 1 and cached.count("classifier") == 2 and cached.count("baseline") == 10
+    capsys.readouterr()
+    # status and best from the files only
+    assert main(["status", str(study)]) == 0
+    assert "n10: 2 complete" in capsys.readouterr().out
+    out = tmp_path / "best.yaml"
+    assert main(["best", str(study), "--n", "10", "--out", str(out)]) == 0
+    best = load_spec(out)  # `run` accepts it
+    assert best.space == {} and best.budget.trials_per_n == 1 and best.factors.n == (10,)
+    # a second report does not duplicate runs
+    assert main(["report", str(study)]) == 0
+    assert len(runs(uri, "e2e")) == len(rs)
+    # a second driver on the same study is refused while the lock is held
+    from study import UserError
+    from study.paths import StudyPaths
+    from study.runner import study_lock
+    with study_lock(StudyPaths(study)):
+        with pytest.raises(UserError, match="in use by another process"):
+            with study_lock(StudyPaths(study)):
+                pass
+
+
+def test_best_without_finished_trials_exits_2(tmp_path, capsys):
+    from study.paths import StudyPaths
+    from study.spec import write_spec
+
+    spec = load_spec(tiny_spec(tmp_path, "empty"))
+    write_spec(spec, StudyPaths(tmp_path / "empty"))
+    assert main(["best", str(tmp_path / "empty"), "--n", "10"]) == 2
+    assert "no finished trial" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_resume(tmp_path):
+    """SIGKILL the driver after the first trial finished; `resume` keeps it and completes the rest."""
+    spec = tiny_spec(tmp_path, "kill", factors={"n": [10]}, budget={"trials_per_n": 3},
+                     resources={"workers_per_trial": 0, "cpus_per_trial": 1, "max_concurrent_trials": 1,
+                                "num_cpus": 2})
+    study = tmp_path / "studies" / "kill"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen([str(SCRIPT), "run", str(spec), "--dir", str(tmp_path / "studies")], stdout=log,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not list((study / "trials" / "n10").glob("*/result.pt")) and time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert list((study / "trials" / "n10").glob("*/result.pt")), "no trial finished in time"
+        time.sleep(2)  # let the second trial start: the kill then interrupts a running trial
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the killed driver had started
+        except ProcessLookupError:
+            pass
+    first = {p.parent.name for p in (study / "trials" / "n10").glob("*/result.pt")}
+    r = subprocess.run([str(SCRIPT), "resume", str(study)], capture_output=True, text=True, env=env, timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ts = optuna_trials(study, "kill-n10")
+    complete = [t for t in ts if t.state.name == "COMPLETE"]
+    assert len(complete) == 3, [(t.number, t.state.name) for t in ts]  # the budget is met
+    assert first <= {t.user_attrs["tune_trial_id"] for t in complete}  # the pre-kill trial is kept
+    assert not [t for t in ts if t.state.name == "RUNNING"]
+    uri = f"sqlite:///{study / 'mlflow.db'}"
+    rs = runs(uri, "kill")
+    assert not [r.info.run_name for r in rs if r.info.status == "RUNNING"]
+    trial_runs = by_kind(rs, "trial")
+    assert len({r.data.tags["trial_id"] for r in trial_runs}) == len(trial_runs)  # no duplicated runs
+    assert {t.user_attrs["tune_trial_id"] for t in complete} <= {r.data.tags["trial_id"] for r in trial_runs}
+    assert len(by_kind(rs, "summary")) == 1
+    rows = (study / "report" / "trials.csv").read_text().splitlines()[1:]
+    assert sum("COMPLETE" in row for row in rows) == 3  # the summary covers every trial

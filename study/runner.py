@@ -106,6 +106,16 @@ class TaggingOptunaSearch(_OptunaSearch):
             ot.set_user_attr("tune_trial_id", trial_id)
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # After a driver crash Tune may resume a trial Optuna already completed (Tune's experiment
+        # state is saved periodically, Optuna's at once): its intermediate values are then refused.
+        import optuna
+
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+
 
 # --- the Tune callback: progress lines and MLflow, in the driver -------------------------------------------
 
@@ -210,6 +220,9 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    from study.trial import quiet_ray_logs
+
+    quiet_ray_logs()
     started = False
     if not ray.is_initialized():
         if address:

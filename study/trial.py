@@ -123,7 +123,16 @@ def _device(rt: dict[str, Any]) -> torch.device:
     return torch.device("cpu")
 
 
+def quiet_ray_logs() -> None:
+    """Per-report INFO lines of Ray Train/Tune ("Reported metrics", "Checkpoint created") drown the progress."""
+    import logging
+
+    for name in ("ray.train", "ray.tune", "ray.air"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _threads(rt: dict[str, Any]) -> None:
+    quiet_ray_logs()
     cpus = rt["cpus_per_worker"] if rt["workers"] > 0 else rt["cpus_per_trial"]
     torch.set_num_threads(max(1, int(cpus)))
 
@@ -214,11 +223,17 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray.train.torch
     from ray import tune
 
+    quiet_ray_logs()
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     rt = dict(config[RT])
     rt["trial_id"] = trial_id
     rt["trial_dir"] = os.path.join(rt["trials_dir"], trial_id)
+    done = Path(rt["trial_dir"]) / RESULT_FILE
+    if done.is_file():  # finished before a driver crash that Tune's experiment state did not record
+        res = torch.load(done, map_location="cpu", weights_only=True)
+        tune.report({"epoch": res["epochs"] + 1, "final": 1.0, **res["validation"]})
+        return
     gpu = rt["workers"] > 0 and rt["gpus_per_worker"] > 0
     per_worker = {"CPU": rt["cpus_per_worker"], **({"GPU": rt["gpus_per_worker"]} if gpu else {})}
     trainer = ray.train.torch.TorchTrainer(

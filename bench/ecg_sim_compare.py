@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def bench(argv: list[str]) -> int:
     out = tempfile.mkdtemp(prefix="ecg_sim_compare-")
     extra = argv or ["--n", "10", "100"]
-    code = main(["--sim", "--preset", "cpu", "--methods", *ALL_METHODS, "--out", out, *extra])
+    code = main(["--sim", "--preset", "cpu", "--methods", *ALL_METHODS, "--threads", "1", "--verbose",
+                 "--out", out, *extra])
     dest = os.path.join(HERE, "results")
     os.makedirs(dest, exist_ok=True)
     for ext in ("json", "md", "csv"):

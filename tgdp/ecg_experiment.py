@@ -419,12 +419,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-target-records", type=int, default=600)
     p.add_argument("--source-limit", type=int, default=0)
     p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="print every stage report (losses per report interval)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = torch's default; 1 is much faster on a shared, busy box)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run every n with one source model; write CSV / Markdown / JSON into ``args.out``."""
     if not args.sim and not args.target:
         raise SystemExit("--source needs --target")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     base = ECGDataConfig(source_root=args.source or "", target_root=args.target or "", simulate=args.sim,
                          sim_dir=args.sim_dir, sim_source_records=args.sim_source_records,
                          sim_target_records=args.sim_target_records, sim_seed=args.seed,
@@ -433,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = PRESETS[args.preset]
     cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), seed=args.seed) for sec in cfg.__dataclass_fields__})
     utility = replace(UTILITY_PRESETS[args.preset], seed=args.seed)
-    reporter, rows, source_model, t_start = MemoryReporter(), [], None, time.time()
+    reporter, rows, source_model, t_start = MemoryReporter(verbose=args.verbose), [], None, time.time()
     for n in args.n:
         data_cfg = replace(base, n=n)
         task = load_ecg_task(data_cfg)

@@ -17,6 +17,7 @@ import math
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tgdp import distributed as D
@@ -67,6 +68,12 @@ def _noised(x0: torch.Tensor, schedule: VPSchedule, g: torch.Generator, power: f
     return x_t, t, eps
 
 
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - decay)
+
+
 def _state(model: nn.Module, opt, step: int, g: torch.Generator, done: bool, **extra) -> dict[str, Any]:
     return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
             "rng": g.get_state(), "done": done, **extra}
@@ -85,8 +92,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
     if cfg.conditional and y is None:
         raise ValueError(f"{stage}: conditional=True needs labels")
     torch.manual_seed(cfg.seed)
-    model = copy.deepcopy(init) if init is not None else build(
-        SCORE_NETS, cfg.arch, tuple(x.shape[1:]), cfg.width, cfg.depth, num_labels)
+    model = copy.deepcopy(init) if init is not None else build_score(cfg, tuple(x.shape[1:]), num_labels)
     model = model.to(device).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = _optimiser(model, cfg.lr, cfg.weight_decay)
@@ -109,10 +115,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
         D.average_gradients(model)
         _cosine_lr(opt, cfg.lr, step, cfg.steps)
         opt.step()
-        with torch.no_grad():
-            decay = cfg.ema if step > 0 else 0.0
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1.0 - decay)
+        _ema_update(ema, model, cfg.ema if step > 0 else 0.0)
         step += 1
         running += loss.item()
         if step % cfg.report_every == 0 or step == cfg.steps:
@@ -173,6 +176,55 @@ def _balanced_eval(logit_fn, xs, xt, ys, yt) -> float:
     return float(0.5 * (ls + lt))
 
 
+class Calibrated(nn.Module):
+    """A domain classifier whose logit is divided by a temperature fitted on held-out data.
+
+    With n tiny, the balanced classifier's logits grow over-confident (measured at n = 100: learned
+    log r spans [-26, 17] where the exact one spans [-10, 11]) and the guidance inherits it; one scalar
+    fitted on held-out points of both domains shrinks them back without touching the ranking.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, x, y=None):
+        return self.net(x, y) / self.temperature
+
+
+def build_classifier(cfg: ClassifierConfig, shape: tuple[int, ...], num_labels: int = 0) -> Calibrated:
+    """The (calibrated) domain classifier of ``cfg``; also used to reload cached weights."""
+    return Calibrated(build(CLASSIFIER_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels))
+
+
+def build_time_classifier(cfg: TimeClassifierConfig, shape: tuple[int, ...], num_labels: int = 0) -> nn.Module:
+    return build(TIME_CLASSIFIER_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+
+
+def build_guidance(cfg: GuidanceConfig, shape: tuple[int, ...], num_labels: int = 0) -> nn.Module:
+    return build(GUIDANCE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+
+
+def build_score(cfg: ScoreConfig, shape: tuple[int, ...], num_labels: int = 0) -> nn.Module:
+    return build(SCORE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+
+
+@torch.no_grad()
+def _fit_temperature(model: Calibrated, xs, xt, ys, yt) -> float:
+    """Grid search of log T in [-1, 3] (T in [0.37, 20]) minimising the held-out balanced loss."""
+    model.temperature.fill_(1.0)
+    ls, lt = model.net(xs, ys), model.net(xt, yt)
+    best_t, best = 1.0, math.inf
+    for log_t in torch.linspace(-1.0, 3.0, 81):
+        t = float(torch.exp(log_t))
+        val = float(0.5 * (F.softplus(-ls / t).mean() + F.softplus(lt / t).mean()))
+        if val < best:
+            best_t, best = t, val
+    model.temperature.fill_(best_t)
+    return best_t
+
+
 def train_classifier(cfg: ClassifierConfig, data: dict, device: torch.device, reporter: Reporter) -> nn.Module:
     """Stage B: c(x) with the balanced logistic loss; log r(x) = -logit.
 
@@ -187,20 +239,16 @@ def train_classifier(cfg: ClassifierConfig, data: dict, device: torch.device, re
     t_tr, t_ho = _split(xt.shape[0], cfg.holdout_fraction, split_g)
     pick = lambda v, i: None if v is None else v[i.to(device)]  # noqa: E731
     torch.manual_seed(cfg.seed)
-    model = build(CLASSIFIER_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
-                  _num_labels(data, cfg.conditional)).to(device).train()
+    model = build_classifier(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     opt = _optimiser(model, cfg.lr, cfg.weight_decay)
     g = _generator(cfg.seed)
-    step, best, best_state, bad = 0, math.inf, copy.deepcopy(model.state_dict()), 0
+    step, best, best_state, bad, done = 0, math.inf, copy.deepcopy(model.state_dict()), 0, False
     if (st := reporter.restore("classifier")) is not None:
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); g.set_state(st["rng"])
-        step, best, best_state, bad = st["step"], st["best"], st["best_state"], st["bad"]
-        if st["done"]:
-            model.load_state_dict(best_state)
-            return model.eval()
+        step, best, best_state, bad, done = st["step"], st["best"], st["best_state"], st["bad"], st["done"]
     bs = _rank_batch(cfg.batch_size, max(xs.shape[0], 1))
     has_holdout = len(t_ho) > 0
-    while step < cfg.steps:
+    while not done and step < cfg.steps:
         x, y, is_source = _balanced_batch(pick(xs, s_tr), pick(xt, t_tr), pick(ys, s_tr), pick(yt, t_tr), bs, g)
         loss = losses.balanced_logistic(model(x, y), is_source).sum()
         opt.zero_grad(set_to_none=True)
@@ -223,9 +271,9 @@ def train_classifier(cfg: ClassifierConfig, data: dict, device: torch.device, re
             reporter.report({"train_loss": D.all_reduce_mean(train_loss, device), "holdout_loss": held},
                             stage="classifier", epoch=step // cfg.report_every,
                             state=_state(model, opt, step, g, done, best=best, best_state=best_state, bad=bad))
-            if done:
-                break
     model.load_state_dict(best_state)
+    if cfg.calibrate and has_holdout:
+        _fit_temperature(model.eval(), pick(xs, s_ho), pick(xt, t_ho), pick(ys, s_ho), pick(yt, t_ho))
     return model.eval()
 
 
@@ -236,8 +284,7 @@ def train_time_classifier(cfg: TimeClassifierConfig, data: dict, schedule: VPSch
     ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     torch.manual_seed(cfg.seed)
-    model = build(TIME_CLASSIFIER_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
-                  _num_labels(data, cfg.conditional)).to(device).train()
+    model = build_time_classifier(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     opt = _optimiser(model, cfg.lr, cfg.weight_decay)
     g = _generator(cfg.seed)
     step = 0
@@ -307,13 +354,16 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
     torch.manual_seed(cfg.seed)
-    h = build(GUIDANCE_NETS, cfg.arch, tuple(xs.shape[1:]), cfg.width, cfg.depth,
-              _num_labels(data, cfg.conditional)).to(device).train()
+    h = build_guidance(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
+    # The regression targets are heavy-tailed (importance weights q/p of source points), so the
+    # gradient noise is large; an EMA of the weights averages it out (Polyak averaging).
+    ema = copy.deepcopy(h).eval().requires_grad_(False)
     opt = _optimiser(h, cfg.lr, cfg.weight_decay)
     g = _generator(cfg.seed)
     epoch = 0
     if (st := reporter.restore("guidance")) is not None:
-        h.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); g.set_state(st["rng"]); epoch = st["step"]
+        h.load_state_dict(st["model"]); ema.load_state_dict(st["ema"]); opt.load_state_dict(st["opt"])
+        g.set_state(st["rng"]); epoch = st["step"]
     for frozen in (score_model, time_classifier):
         if frozen is not None:
             frozen.eval().requires_grad_(False)
@@ -352,19 +402,19 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
             D.average_gradients(h)
             _cosine_lr(opt, cfg.lr, epoch * steps_per_epoch + k, total_steps)
             opt.step()
+            _ema_update(ema, h, cfg.ema if epoch * steps_per_epoch + k > 0 else 0.0)
             sums["loss_guidance"] += loss_g.item()
         epoch += 1
         if epoch % cfg.report_every == 0 or epoch == cfg.epochs:
             metrics = {key: D.all_reduce_mean(v / steps_per_epoch, device) for key, v in sums.items()}
             if evaluate is not None:
-                h.eval()
-                metrics.update(evaluate(h, epoch))
-                h.train()
+                metrics.update(evaluate(ema, epoch))
             reporter.report(metrics, stage="guidance", epoch=epoch,
-                            state=_state(h, opt, epoch, g, epoch == cfg.epochs, log_norm=log_norm))
+                            state=_state(h, opt, epoch, g, epoch == cfg.epochs, log_norm=log_norm,
+                                         ema=ema.state_dict()))
             if reporter.should_stop():
                 break
-    return h.eval()
+    return ema
 
 
 # --- Sampling -----------------------------------------------------------------------------------------

@@ -124,7 +124,10 @@ class GMMTask:
 
     def exact_eps(self, mixture: str):
         """eps-function of an exact score: eps = -sigma_t * score (``source`` or ``target``)."""
-        score = self.target_score if mixture == "target" else self.source_score
+        scores = {"source": self.source_score, "target": self.target_score}
+        if mixture not in scores:
+            raise ValueError(f"unknown mixture {mixture!r}; expected 'source' or 'target'")
+        score = scores[mixture]
 
         def eps(x, t):
             return -self.schedule.sigma(t)[:, None] * score(x, t)

@@ -11,7 +11,7 @@ from torch import nn
 class TimeEmbedding(nn.Module):
     """Fixed Fourier features of log-scaled time, so small t (where scores are sharp) is resolved."""
 
-    def __init__(self, dim: int = 32) -> None:
+    def __init__(self, dim: int = 16) -> None:
         super().__init__()
         self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(200.0), dim // 2)), persistent=False)
 
@@ -37,7 +37,7 @@ class _VectorNet(nn.Module):
         self.dim = math.prod(shape)
         self.num_labels = num_labels
         self.time = TimeEmbedding() if timed else None
-        d_in = self.dim + (32 if timed else 0) + num_labels
+        d_in = self.dim + (16 if timed else 0) + num_labels
         self.net = _mlp(d_in, width, depth, d_out)
 
     def features(self, x: torch.Tensor, t: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:

@@ -137,7 +137,7 @@ class StudyCallback(_TuneCallback):
         ctx = self._ctx()
         from study.trial import trial_params
         return ctx["tracker"].trial_run(ctx["parents"][self.label], self.label, trial.trial_id,
-                                        trial_params(trial.config))
+                                        trial_params(trial.config), resolved_params(ctx, trial.config))
 
     def on_trial_start(self, iteration, trials, trial, **info):
         from study.trial import trial_params
@@ -176,6 +176,17 @@ class StudyCallback(_TuneCallback):
         return {"root": self.root, "label": self.label, "best": None}
 
 
+def resolved_params(ctx: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's whole resolved config (data.* and every stage field), flattened for MLflow params."""
+    from study.tracking import flatten
+    from study.trial import RT, trial_params
+    from tgdp.config import to_dict
+
+    rt = config[RT]
+    data_cfg, cfg = ctx["spec"].resolved_config(rt["n"], rt["seed"], trial_params(config))
+    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg))}
+
+
 def finalize_trial(ctx: dict[str, Any], label: str, trial_id: str, config: dict[str, Any],
                    last: dict[str, Any] | None, status: str) -> None:
     """Log a finished trial's result.pt (if any) to its MLflow run and terminate the run. Idempotent."""
@@ -184,7 +195,8 @@ def finalize_trial(ctx: dict[str, Any], label: str, trial_id: str, config: dict[
     from study.trial import RESULT_FILE, trial_params
 
     tracker = ctx["tracker"]
-    run_id = tracker.trial_run(ctx["parents"][label], label, trial_id, trial_params(config or {}))
+    run_id = tracker.trial_run(ctx["parents"][label], label, trial_id, trial_params(config or {}),
+                               resolved_params(ctx, config) if config else None)
     path = trials_dir(ctx["paths"], label) / trial_id / RESULT_FILE
     result = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
     tracker.finish_trial(run_id, result, last, status, ctx["spec_text"])

@@ -105,11 +105,13 @@ class Tracker:
             self.log_params(run_id, {"n": n, "seed": seed})
         return run_id
 
-    def trial_run(self, parent_id: str, label: str, trial_id: str, params: dict[str, Any]) -> str:
+    def trial_run(self, parent_id: str, label: str, trial_id: str, params: dict[str, Any],
+                  resolved: dict[str, Any] | None = None) -> str:
+        """The child run of a trial (RUNNING); params = searched values (param.*) + the resolved config."""
         run_id, created = self.get_or_create(trial_id, parent=parent_id, kind="trial", label=label, trial_id=trial_id)
         if not created:
             self.set_status(run_id, "RUNNING")
-        self.log_params(run_id, {f"param.{k}": v for k, v in params.items()})
+        self.log_params(run_id, {**{f"param.{k}": v for k, v in params.items()}, **(resolved or {})})
         return run_id
 
     def finish_trial(self, run_id: str, result: dict[str, Any] | None, last: dict[str, Any] | None,

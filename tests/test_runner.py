@@ -50,9 +50,13 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     assert all(r.data.tags["mlflow.parentRunId"] in parent_ids for r in trials)
     assert len(by_kind(rs, "baseline")) == 10  # 5 baselines/oracles x 2 n
     assert len(by_kind(rs, "summary")) == 1
-    t = trials[0]
+    early = [r for r in trials if r.data.tags.get("stopped_early") == "true"]
+    assert all("final_energy_distance" not in r.data.metrics for r in early)  # ASHA-stopped: no final eval
+    t = next(r for r in trials if r.data.tags.get("finalized") == "true")
     # params: the whole resolved config flattened, the data config and the searched params
-    assert {"guidance.width", "classifier.lr", "sample.num_samples", "data.m", "param.guidance.width"} <= set(t.data.params)
+    for r in trials:  # every trial, early-stopped or not
+        assert {"guidance.width", "classifier.lr", "sample.num_samples", "data.m", "param.guidance.width"} <= \
+            set(r.data.params)
     assert "final_energy_distance" in t.data.metrics and "log_ratio_rmse" in t.data.metrics
     from mlflow.tracking import MlflowClient
     hist = MlflowClient(uri).get_metric_history(t.info.run_id, "energy_distance")

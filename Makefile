@@ -18,8 +18,16 @@ $(STAMP): $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+STUDY_SPEC ?= search_spaces/gmm.yaml
+STUDY_DIR := studies/$(shell sed -n 's/^name: *\([^ #]*\).*/\1/p' $(STUDY_SPEC))
+
+# A finished or interrupted study is resumed (finished trials are kept), never started twice.
 study: $(STAMP)
-	$(BIN)/tgdp-study run search_spaces/gmm.yaml --dir studies
+	@if [ -f $(STUDY_DIR)/spec.yaml ]; then \
+		$(BIN)/tgdp-study resume $(STUDY_DIR); \
+	else \
+		$(BIN)/tgdp-study run $(STUDY_SPEC) --dir studies; \
+	fi
 
 gmm: $(STAMP)
 	$(BIN)/tgdp-study gmm --n 10 100 1000 --out results/gmm

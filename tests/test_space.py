@@ -157,12 +157,3 @@ def test_describe_space_lists_every_parameter():
     assert "log" in text and "step 2" in text
 
 
-def test_cmaes_without_its_package_is_a_spec_error():
-    import importlib.util
-
-    if importlib.util.find_spec("cmaes") is not None:
-        pytest.skip("cmaes is installed here")
-    from study import SpecError
-
-    with pytest.raises(SpecError, match=r"sampler: the cmaes sampler needs the 'cmaes' package.*pip install cmaes"):
-        make_spec({"guidance.lr": {"kind": "float", "low": 1e-4, "high": 1e-2, "log": True}}, sampler="cmaes")

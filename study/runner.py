@@ -354,6 +354,9 @@ def trial_dirname(trial) -> str:
 def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri: str | None, resume: bool) -> int:
     import ray
 
+    if spec.experiment != "gmm":  # trial/baseline evaluation exists for the GMM testbed only (study.evaluation)
+        raise UserError(f"experiment {spec.experiment!r}: the study runner supports 'gmm' only so far")
+
     from study.report import write_report
     from study.tracking import Tracker
 

@@ -215,7 +215,7 @@ def test_resolved_config_applies_fixed_seed_and_params():
     assert cfg.guidance.eta_cycle == 0.0  # switched off -> exactly the off value
     assert cfg.guidance.eta_consistency == 0.05 and cfg.guidance.width == 16
     assert cfg.sample.guidance_scale == 1.25
-    assert cfg.guidance.epochs == 2 and cfg.source.steps == 100  # fixed
+    assert cfg.guidance.epochs == 2 and cfg.source.steps == 400  # fixed
     assert cfg.source.seed == 3 and cfg.guidance.seed == 3  # the factor seed reaches every stage
     _, plain = spec.resolved_config(10, 0)
     assert plain.guidance.width == 32  # nothing sampled -> the fixed value

@@ -69,7 +69,10 @@ def _noised(x0: torch.Tensor, schedule: VPSchedule, g: torch.Generator, power: f
 
 
 @torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """EMA with warm-up: the decay ramps as (1 + step) / (10 + step), so a short run's EMA is not
+    dominated by the random initial weights (0.999^400 would still weigh them by 0.67)."""
+    decay = min(decay, (1.0 + step) / (10.0 + step))
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.lerp_(pm, 1.0 - decay)
 
@@ -115,7 +118,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
         D.average_gradients(model)
         _cosine_lr(opt, cfg.lr, step, cfg.steps)
         opt.step()
-        _ema_update(ema, model, cfg.ema if step > 0 else 0.0)
+        _ema_update(ema, model, cfg.ema, step)
         step += 1
         running += loss.item()
         if step % cfg.report_every == 0 or step == cfg.steps:
@@ -402,7 +405,7 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
             D.average_gradients(h)
             _cosine_lr(opt, cfg.lr, epoch * steps_per_epoch + k, total_steps)
             opt.step()
-            _ema_update(ema, h, cfg.ema if epoch * steps_per_epoch + k > 0 else 0.0)
+            _ema_update(ema, h, cfg.ema, epoch * steps_per_epoch + k)
             sums["loss_guidance"] += loss_g.item()
         epoch += 1
         if epoch % cfg.report_every == 0 or epoch == cfg.epochs:

@@ -27,7 +27,7 @@ from tgdp.sampling import guided_eps
 
 METHODS = ("tgdp", "tgdp_reg", "vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")
 METRIC_KEYS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error")
-REGULARISED = {"eta_cycle": 1.0, "eta_consistency": 0.1}  # weights of the "tgdp_reg" method
+REGULARISED = {"eta_cycle": 1.0, "eta_consistency": 0.1, "target_batch_size": 64}  # the "tgdp_reg" method
 
 
 def default_config(seed: int = 0) -> TGDPConfig:

@@ -407,7 +407,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--source", default=None, help="PTB-XL directory (with --target)")
     p.add_argument("--target", default=None, help="CPSC2018 directory")
     p.add_argument("--n", type=_number, nargs="+", default=[10, 100], help="limited target sizes (count or fraction)")
-    p.add_argument("--seed", type=int, default=0, help="split and stage seed")
+    p.add_argument("--seed", type=int, default=0, help="split, stage, utility and (with --sim) simulator seed")
     p.add_argument("--out", default="ecg_results", help="output directory")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS))

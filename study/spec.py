@@ -65,8 +65,8 @@ def _gmm_data(data: dict[str, Any], n: int, seed: int) -> GMMConfig:
 
 
 def _ecg_check(data: dict[str, Any]) -> None:
-    """ECGDataConfig fields except n and seed (imported lazily: it pulls in torch)."""
-    from tgdp.ecg_experiment import ECGDataConfig  # noqa: PLC0415
+    """ECGDataConfig fields except n and seed."""
+    from tgdp.ecg_config import ECGDataConfig  # noqa: PLC0415
     for key in ("n", "seed"):
         if key in data:
             raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data; "
@@ -78,7 +78,7 @@ def _ecg_check(data: dict[str, Any]) -> None:
 
 
 def _ecg_data(data: dict[str, Any], n: int, seed: int) -> Any:
-    from tgdp.ecg_experiment import ECGDataConfig  # noqa: PLC0415
+    from tgdp.ecg_config import ECGDataConfig  # noqa: PLC0415
     return from_dict(ECGDataConfig, {**data, "n": n, "seed": seed})
 
 

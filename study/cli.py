@@ -208,6 +208,17 @@ def cmd_ls(a: argparse.Namespace) -> int:
 # parser and entry point
 
 
+def _port(text: str) -> int:
+    """argparse type of --port: an integer in 1..65535 (else a usage error, exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}; allowed: an integer 1-65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Ray/Optuna/MLflow hyper-parameter studies of TGDP.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -248,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the MLflow UI of a study")
     p.add_argument("dir", help="study directory")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000, help="TCP port, 1-65535 (default: %(default)s)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("gmm", help="run the GMM experiment (all methods, fixed configs) without a study")

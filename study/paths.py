@@ -120,6 +120,8 @@ def study_paths(base_dir: str | Path, name: str) -> StudyPaths:
     """Layout of the (possibly not yet existing) study ``<base_dir>/<name>``; validates the name."""
     validate_study_name(name)
     base = Path(base_dir).expanduser().resolve()
+    if base.exists() and not base.is_dir():
+        raise StudyPathError(f"--dir {base}: not a directory (a study directory is created inside it)")
     root = (base / name).resolve()
     if root.parent != base:  # belt and braces: the name regex already forbids traversal
         raise StudyPathError(f"study name {name!r} escapes the study directory {base}")
@@ -130,7 +132,8 @@ def open_study_dir(path: str | Path) -> StudyPaths:
     """An existing study directory; it must contain spec.yaml (what ``run`` wrote)."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
-        raise StudyPathError(f"not a study directory: {root} (no such directory)")
+        why = "not a directory" if root.exists() else "no such directory"
+        raise StudyPathError(f"not a study directory: {root} ({why})")
     paths = StudyPaths(root)
     if not paths.spec.is_file():
         raise StudyPathError(f"not a study directory: {root} (no spec.yaml)")
@@ -141,7 +144,7 @@ def list_studies(base_dir: str | Path) -> list[StudyPaths]:
     """Studies directly under ``base_dir`` (or ``base_dir`` itself if it is one), sorted by name."""
     base = Path(base_dir).expanduser().resolve()
     if not base.is_dir():
-        raise StudyPathError(f"no such directory: {base}")
+        raise StudyPathError(f"{'not a directory' if base.exists() else 'no such directory'}: {base}")
     if StudyPaths(base).exists():
         return [StudyPaths(base)]
     return sorted(

@@ -41,10 +41,15 @@ def _load_study(paths: StudyPaths, name: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not paths.optuna_db.is_file():
         return None
+    from sqlalchemy.exc import DatabaseError
+
     try:
         return optuna.load_study(study_name=name, storage=paths.optuna_url)
     except KeyError:
         return None
+    except DatabaseError as e:  # not sqlite (overwritten, truncated): a clean message, never a traceback
+        raise UserError(f"{paths.optuna_db}: not a readable Optuna database ({getattr(e, 'orig', e)}); "
+                        "restore it from a backup or start a new study") from None
 
 
 def best_trial(study, spec: StudySpec):

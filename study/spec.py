@@ -47,6 +47,8 @@ class Experiment:
     metrics: tuple[str, ...]  # metric names the evaluation reports (objectives must be among them)
     check_data: Callable[[dict[str, Any]], None]  # raise ValueError("data.<key>: ...") on a bad data section
     data_config: Callable[[dict[str, Any], int, int], Any]  # (data section, n, seed) -> data config
+    # (evaluation section) -> its config, raising ValueError("evaluation.<key>: ..."); None: no such section
+    evaluation_config: Callable[[dict[str, Any]], Any] | None = None
 
 
 def _gmm_check(data: dict[str, Any]) -> None:
@@ -82,9 +84,16 @@ def _ecg_data(data: dict[str, Any], n: int, seed: int) -> Any:
     return from_dict(ECGDataConfig, {**data, "n": n, "seed": seed})
 
 
+def _ecg_evaluation(section: dict[str, Any]) -> Any:
+    """The utility evaluation (``tgdp.ecg_config.UtilityConfig`` overrides; defaults: its field defaults)."""
+    from tgdp.ecg_config import UtilityConfig  # noqa: PLC0415
+    return from_dict(UtilityConfig, section, where="evaluation")
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     "gmm": Experiment(GMM_METRICS, _gmm_check, _gmm_data),
-    "ecg": Experiment(ECG_METRICS, lambda data: _ecg_check(data), lambda data, n, seed: _ecg_data(data, n, seed)),
+    "ecg": Experiment(ECG_METRICS, lambda data: _ecg_check(data), lambda data, n, seed: _ecg_data(data, n, seed),
+                      _ecg_evaluation),
 }
 METRICS: dict[str, tuple[str, ...]] = {name: e.metrics for name, e in EXPERIMENTS.items()}
 
@@ -149,6 +158,9 @@ class StudySpec(_Frozen):
     data: dict[str, Any] = Field(default_factory=dict)  # experiment data config (gmm: GMMConfig minus n, seed)
     factors: Factors
     fixed: dict[str, Any] = Field(default_factory=dict)  # TGDPConfig overrides {section: {field: value}}
+    # evaluation overrides of the experiment (ecg: UtilityConfig fields); None (absent) = its defaults.
+    # Optional so that specs without it keep their hash.
+    evaluation: dict[str, Any] | None = None
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
@@ -365,6 +377,15 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
             exp.check_data(dict(spec.data))
         except ValueError as e:
             out.append(_config_issue(str(e)))
+        if spec.evaluation is not None:
+            if exp.evaluation_config is None:
+                out.append(Issue("evaluation", f"experiment {spec.experiment} has no evaluation settings",
+                                 allowed="leave `evaluation` out"))
+            else:
+                try:
+                    exp.evaluation_config(dict(spec.evaluation))
+                except ValueError as e:
+                    out.append(_config_issue(str(e)))
         known = [m for m in exp.metrics]
         for i, o in enumerate(spec.objective):
             if o.metric not in known:
@@ -478,6 +499,9 @@ def load_spec(path: str | Path) -> StudySpec:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(str(p), Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(str(p), Issue("", f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})",
+                                      allowed="a UTF-8 YAML file")) from None
     return parse_spec(read_yaml(text, str(p)), str(p))
 
 

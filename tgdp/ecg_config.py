@@ -1,4 +1,5 @@
-"""The data section of the ECG experiment, kept free of torch so the spec layer can validate it cheaply.
+"""The data section of the ECG experiment and its utility evaluation, kept free of torch so the spec layer
+can validate them cheaply.
 
 ``tgdp.ecg_experiment`` (which re-exports it) loads the records it describes; see its docstring for the
 split and normalisation rules.
@@ -44,3 +45,24 @@ class ECGDataConfig:
         if not self.simulate and not (self.source_root and self.target_root):
             raise ValueError("source_root: real data needs source_root and target_root; "
                              "allowed: both directories, or simulate: true")
+
+
+@dataclass(frozen=True)
+class UtilityConfig:
+    """The downstream classifier and its evaluation."""
+
+    epochs: int = 30  # passes over the training records
+    batch_size: int = 64  # records per step
+    lr: float = 1e-3  # AdamW learning rate (cosine-decayed to 10%)
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    width: int = 32  # channels of the first ResNet stage (doubled per later stage)
+    stages: int = 3  # ResNet stages (each after the first halves the length)
+    blocks: int = 1  # residual blocks per stage
+    dropout: float = 0.2  # dropout before the linear head
+    twelve_leads: bool = False  # derive III, aVR, aVL, aVF from 8-lead (I, II, V1-V6) inputs first
+    standardize: bool = True  # per-lead mean/std fitted on the training records only
+    beta: float = 2.0  # beta of F_beta / G_beta and of the threshold selection
+    bootstrap_reps: int = 200  # bootstrap resamples of the test records (0 disables the intervals)
+    ci: float = 0.95  # coverage of the percentile bootstrap interval
+    eval_batch_size: int = 256  # records per forward pass at prediction time
+    seed: int = 0  # init, minibatch order and bootstrap seed

@@ -22,8 +22,6 @@ Everything is seeded (``UtilityConfig.seed``): init, minibatch order and bootstr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,28 +29,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from tgdp.data.ecg import to_twelve_leads
-
-
-@dataclass(frozen=True)
-class UtilityConfig:
-    """The downstream classifier and its evaluation."""
-
-    epochs: int = 30  # passes over the training records
-    batch_size: int = 64  # records per step
-    lr: float = 1e-3  # AdamW learning rate (cosine-decayed to 10%)
-    weight_decay: float = 1e-2  # AdamW decoupled weight decay
-    width: int = 32  # channels of the first ResNet stage (doubled per later stage)
-    stages: int = 3  # ResNet stages (each after the first halves the length)
-    blocks: int = 1  # residual blocks per stage
-    dropout: float = 0.2  # dropout before the linear head
-    twelve_leads: bool = False  # derive III, aVR, aVL, aVF from 8-lead (I, II, V1-V6) inputs first
-    standardize: bool = True  # per-lead mean/std fitted on the training records only
-    beta: float = 2.0  # beta of F_beta / G_beta and of the threshold selection
-    bootstrap_reps: int = 200  # bootstrap resamples of the test records (0 disables the intervals)
-    ci: float = 0.95  # coverage of the percentile bootstrap interval
-    eval_batch_size: int = 256  # records per forward pass at prediction time
-    seed: int = 0  # init, minibatch order and bootstrap seed
-
+from tgdp.ecg_config import UtilityConfig  # noqa: F401  (torch-free: specs validate it; re-exported here)
 
 # --- the classifier --------------------------------------------------------------------------------------
 

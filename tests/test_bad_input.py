@@ -1,0 +1,329 @@
+"""Bad input, end to end: each case is one input a user can get wrong (spec, data, command line), the
+specific message it must produce (naming the file / key / record), the exit code (2 for the CLI), and
+that nothing on disk changed (every file under the test's directory hashed before and after).
+
+Cases already covered elsewhere are not repeated here: spec keys/values in tests/test_spec.py
+(``BAD``), record-level ECG errors (truncated signal, unknown label code, missing lead, wrong sampling
+rate, header/signal mismatch) in tests/test_ecg_data.py, the usage errors in tests/test_cli.py.
+docs/bad_input.md is generated from ``CASES`` (``TGDP_WRITE_DOCS=1 pytest tests/test_bad_input.py``)
+and checked against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.cli import main
+from study.paths import study_paths
+from study.spec import load_spec, write_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
+ECG_FIXTURES = ROOT / "tests" / "data" / "ecg"
+DOC = ROOT / "docs" / "bad_input.md"
+
+
+def tree_hash(path: Path) -> dict[str, str]:
+    """{relative path: sha256 (files) or 'dir'} of everything under ``path``."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        rel = str(p.relative_to(path))
+        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def smoke(**changes) -> dict:
+    d = yaml.safe_load(SMOKE.read_text())
+    for k, v in changes.items():
+        if callable(v):
+            v(d)
+        else:
+            d[k] = v
+    return d
+
+
+def write_yaml(tmp: Path, data: dict | str | bytes, name: str = "spec.yaml") -> Path:
+    p = tmp / name
+    if isinstance(data, bytes):
+        p.write_bytes(data)
+    else:
+        p.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def existing_study(tmp: Path) -> Path:
+    """A study with results: spec.yaml, optuna.db (n10: one COMPLETE trial; n100: one FAILed trial), a report."""
+    import optuna
+
+    spec = load_spec(SMOKE)
+    paths = study_paths(tmp / "studies", spec.name)
+    write_spec(spec, paths)
+    storage = optuna.storages.RDBStorage(paths.optuna_url)
+    for label, value in (("n10", 0.25), ("n100", None)):
+        s = optuna.create_study(study_name=f"{spec.name}-{label}", storage=storage)
+        t = s.ask()
+        t.suggest_categorical("guidance.width", [16, 32])
+        t.set_user_attr("tune_trial_id", f"abc_{label}")
+        s.tell(t, value) if value is not None else s.tell(t, state=optuna.trial.TrialState.FAIL)
+    storage.engine.dispose()
+    paths.report.mkdir()
+    (paths.report / "summary.md").write_text("| method | n |\n")
+    return paths.root
+
+
+def ecg_copy(tmp: Path) -> Path:
+    shutil.copytree(ECG_FIXTURES, tmp / "ecg")
+    for p in (tmp / "ecg").rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return tmp / "ecg"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    input: str  # what the user got wrong (documentation)
+    command: str  # how it was given (documentation)
+    setup: Callable[[Path], list[str] | Callable[[], object]]  # -> argv of `tgdp-study`, or a loader call
+    expect: list[str] = field(default_factory=list)  # substrings of the message ({tmp} = the test directory)
+    code: int | None = 2  # exit code (None: a loader API call that must raise ECGDataError)
+
+
+def _spec_run(data, name: str = "spec.yaml", extra: tuple[str, ...] = ()):
+    def setup(tmp: Path) -> list[str]:
+        return ["run", str(write_yaml(tmp, data, name)), "--dir", str(tmp / "studies"), *extra]
+    return setup
+
+
+def _changed_spec(tmp: Path) -> list[str]:
+    root = existing_study(tmp)
+    spec = root / "spec.yaml"
+    spec.write_text(spec.read_text().replace("trials_per_n: 2", "trials_per_n: 5"))
+    return ["resume", str(root)]
+
+
+def _broken_spec_yaml(tmp: Path) -> list[str]:
+    root = existing_study(tmp)
+    (root / "spec.yaml").write_text("name: gmm-smoke\nfactors: {n: [10\n")
+    return ["resume", str(root)]
+
+
+def _corrupt_optuna(command: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        root = existing_study(tmp)
+        (root / "optuna.db").write_bytes(b"this is not sqlite\n" * 10)
+        return [command, str(root)] + (["--n", "10"] if command == "best" else [])
+    return setup
+
+
+def _file(tmp: Path) -> Path:
+    p = tmp / "notes.txt"
+    p.write_text("not a directory\n")
+    return p
+
+
+def _loader(fn: str, sub: str, edit: Callable[[Path], None] | None = None):
+    def setup(tmp: Path):
+        from tgdp.data.cpsc import load_cpsc
+        from tgdp.data.ptbxl import load_ptbxl
+
+        root = ecg_copy(tmp) / sub if edit is not None else tmp / "no-such-dir"
+        if edit is not None:
+            edit(root)
+        load = load_cpsc if fn == "cpsc" else load_ptbxl
+        return lambda: load(str(root))
+    return setup
+
+
+def _ref(text: str) -> Callable[[Path], None]:
+    return lambda root: (root / "REFERENCE.csv").write_text(text)
+
+
+CASES: list[Case] = [
+    # --- spec files (`run`; nothing may be created) ----------------------------------------------------------
+    Case("spec-is-directory", "spec path is a directory", "tgdp-study run DIR",
+         lambda tmp: (tmp / "specs").mkdir() or ["run", str(tmp / "specs"), "--dir", str(tmp / "studies")],
+         ["{tmp}/specs", "cannot read the spec file (Is a directory)"]),
+    Case("spec-empty", "empty spec file", "tgdp-study run SPEC", _spec_run(""),
+         ["spec.yaml: <document>: the spec must be a YAML mapping", "'NoneType'", "name, experiment"]),
+    Case("spec-not-utf8", "spec file that is not UTF-8 text", "tgdp-study run SPEC",
+         _spec_run(b"name: gmm\xff-smoke\n"), ["spec.yaml: <document>: not UTF-8 text (byte 0xff at offset 9)"]),
+    Case("spec-fixed-not-mapping", "`fixed:` is a list", "tgdp-study run SPEC", _spec_run(smoke(fixed=[1, 2])),
+         ["spec.yaml: fixed: expected a mapping; got [1, 2]"]),
+    Case("spec-negative-time-budget", "negative time budget", "tgdp-study run SPEC",
+         _spec_run(smoke(budget={"trials_per_n": 2, "time_budget_s": -5})),
+         ["spec.yaml: budget.time_budget_s: invalid value; got -5; allowed: greater than 0"]),
+    Case("spec-reduction-factor-1", "ASHA reduction factor 1", "tgdp-study run SPEC",
+         _spec_run(smoke(early_stopping={"reduction_factor": 1})),
+         ["spec.yaml: early_stopping.reduction_factor", "got 1", "greater than 1"]),
+    Case("spec-gpus-without-workers", "GPUs per worker with in-process trials", "tgdp-study run SPEC",
+         _spec_run(smoke(resources={"workers_per_trial": 0, "gpus_per_worker": 1})),
+         ["spec.yaml: resources.gpus_per_worker: GPUs need Train workers", "workers_per_trial >= 1"]),
+    Case("spec-concurrency-deadlock", "more concurrent trials than CPUs", "tgdp-study run SPEC",
+         _spec_run(smoke(resources={"max_concurrent_trials": 3, "num_cpus": 2})),
+         ["spec.yaml: resources.max_concurrent_trials", "exceed the 2 CPUs", "got 3; allowed: <= 2"]),
+    Case("spec-data-dimension", "source means of the wrong dimension", "tgdp-study run SPEC",
+         _spec_run(smoke(data={"m": 2000, "mu_source": [0.5, 0.5, 0.5]})),
+         ["spec.yaml: data.mu_source: has 3 coordinates; allowed: dim = 2"]),
+    Case("spec-same-metric-twice", "the same objective metric twice", "tgdp-study run SPEC",
+         _spec_run(smoke(sampler="nsga2", objective=[{"metric": "sliced_w2", "direction": "minimize"},
+                                                     {"metric": "sliced_w2", "direction": "maximize"}])),
+         ["spec.yaml: objective: the same metric twice", "['sliced_w2', 'sliced_w2']"]),
+    Case("spec-negative-seed", "negative seed", "tgdp-study run SPEC",
+         _spec_run(smoke(factors={"n": [10], "seeds": [-1]})), ["spec.yaml: factors.seeds.0", "got -1"]),
+    Case("spec-ecg-without-data-dirs", "ECG study on real data without data directories", "tgdp-study run SPEC",
+         _spec_run(smoke(experiment="ecg", data={"simulate": False},
+                         objective={"metric": "macro_auroc", "direction": "maximize"})),
+         ["spec.yaml: data.source_root: real data needs source_root and target_root", "simulate: true"]),
+    Case("spec-zero-step", "search step 0", "tgdp-study run SPEC",
+         _spec_run(smoke(space={"guidance.lr": {"kind": "float", "low": 1e-4, "high": 1e-2, "step": 0}})),
+         ["spec.yaml: space.guidance.lr.step: step must be positive", "step > 0"]),
+    # --- command line -----------------------------------------------------------------------------------------
+    Case("run-absolute-name", "`--name` an absolute path", "tgdp-study run SPEC --name /abs",
+         lambda tmp: ["run", str(SMOKE), "--name", str(tmp / "elsewhere"), "--dir", str(tmp / "studies")],
+         ["invalid study name '{tmp}/elsewhere'", "A-Z a-z 0-9"]),
+    Case("run-dir-is-file", "`--dir` is a file", "tgdp-study run SPEC --dir FILE",
+         lambda tmp: ["run", str(SMOKE), "--dir", str(_file(tmp))],
+         ["--dir {tmp}/notes.txt: not a directory"]),
+    Case("resume-missing-dir", "resume of a directory that does not exist", "tgdp-study resume DIR",
+         lambda tmp: ["resume", str(tmp / "gone")], ["not a study directory: {tmp}/gone (no such directory)"]),
+    Case("resume-file", "resume of a file", "tgdp-study resume FILE", lambda tmp: ["resume", str(_file(tmp))],
+         ["not a study directory: {tmp}/notes.txt (not a directory)"]),
+    Case("resume-non-study-dir", "resume of a directory that is not a study", "tgdp-study resume DIR",
+         lambda tmp: (tmp / "data").mkdir() or ["resume", str(tmp / "data")],
+         ["not a study directory: {tmp}/data (no spec.yaml)"]),
+    Case("resume-changed-spec", "resume after editing the study's spec.yaml", "tgdp-study resume STUDY",
+         _changed_spec, ["{tmp}/studies/gmm-smoke/spec.yaml: changed since the study was created",
+                         "start a new study instead"]),
+    Case("resume-broken-spec", "resume with a syntax error in the study's spec.yaml", "tgdp-study resume STUDY",
+         _broken_spec_yaml, ["{tmp}/studies/gmm-smoke/spec.yaml: line 3, column 1: YAML error"]),
+    Case("best-no-finished-trial", "`best` for an n whose trials all failed (none finished)",
+         "tgdp-study best STUDY --n 100", lambda tmp: ["best", str(existing_study(tmp)), "--n", "100"],
+         ["no finished trial for n=100 in {tmp}/studies/gmm-smoke yet", "tgdp-study status"]),
+    Case("best-unknown-n", "`best` for an n the study does not have", "tgdp-study best STUDY --n 7",
+         lambda tmp: ["best", str(existing_study(tmp)), "--n", "7"],
+         ["n=7 is not a target size of study gmm-smoke; allowed: [10, 100]"]),
+    Case("status-corrupt-optuna", "`status` with a corrupt optuna.db", "tgdp-study status STUDY",
+         _corrupt_optuna("status"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+    Case("report-corrupt-optuna", "`report` with a corrupt optuna.db", "tgdp-study report STUDY",
+         _corrupt_optuna("report"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+    Case("best-corrupt-optuna", "`best` with a corrupt optuna.db", "tgdp-study best STUDY --n 10",
+         _corrupt_optuna("best"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+    Case("ls-file", "`ls` of a file", "tgdp-study ls FILE", lambda tmp: ["ls", str(_file(tmp))],
+         ["not a directory: {tmp}/notes.txt"]),
+    Case("ui-bad-port", "`ui --port` out of range", "tgdp-study ui STUDY --port 70000",
+         lambda tmp: ["ui", str(existing_study(tmp)), "--port", "70000"],
+         ["argument --port: invalid port '70000'; allowed: an integer 1-65535"]),
+    Case("make-ecg-sim-zero-records", "simulated data set of 0 records", "tgdp-study make-ecg-sim OUT --records 0",
+         lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "source", "--records", "0", "--seed", "0"],
+         ["make-ecg-sim: records must be >= 1, got 0"]),
+    # --- ECG data (loader API: tgdp.data.cpsc.load_cpsc / tgdp.data.ptbxl.load_ptbxl) --------------------------
+    Case("data-missing-directory", "CPSC directory that does not exist", "load_cpsc(DIR)", _loader("cpsc", ""),
+         ["REFERENCE.csv: missing file {tmp}/no-such-dir/REFERENCE.csv"], None),
+    Case("data-missing-ptbxl-database", "PTB-XL without ptbxl_database.csv", "load_ptbxl(DIR)",
+         _loader("ptbxl", "ptbxl", lambda r: (r / "ptbxl_database.csv").unlink()),
+         ["ptbxl_database.csv: missing file {tmp}/ecg/ptbxl/ptbxl_database.csv"], None),
+    Case("data-missing-header", "CPSC record without its WFDB header (.hea)", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", lambda r: (r / "A0003.hea").unlink()),
+         ["A0003: {tmp}/ecg/cpsc2018/A0003.mat has no header"], None),
+    Case("data-corrupt-header", "WFDB header with garbage", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", lambda r: (r / "A0003.hea").write_text("garbage header !!\n")),
+         ["A0003: unreadable header {tmp}/ecg/cpsc2018/A0003.hea"], None),
+    Case("data-empty-header", "empty WFDB header", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", lambda r: (r / "A0002.hea").write_text("")),
+         ["A0002: unreadable header {tmp}/ecg/cpsc2018/A0002.hea"], None),
+    Case("data-empty-signal", "empty signal file", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", lambda r: (r / "A0002.mat").write_bytes(b"")),
+         ["A0002: truncated signal: {tmp}/ecg/cpsc2018/A0002.mat has 0 bytes"], None),
+    Case("data-reference-columns", "REFERENCE.csv with the wrong columns", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", _ref("foo,bar\n1,2\n")),
+         ["REFERENCE.csv: expected columns Recording,First_label", "got ['foo', 'bar']"], None),
+    Case("data-label-not-a-code", "non-numeric label in REFERENCE.csv", "load_cpsc(DIR)",
+         _loader("cpsc", "cpsc2018", _ref("Recording,First_label,Second_label,Third_label\nA0002,x,,\n")),
+         ["A0002: unknown label code 'x' in First_label"], None),
+]
+
+# Covered in other test files (listed in the table, not run twice).
+ELSEWHERE = [
+    ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/test_ecg_data.py::test_truncated_signal"),
+    ("unknown label code", "load_cpsc / load_ptbxl", "`A0003: unknown label code '10' ...`",
+     "tests/test_ecg_data.py::test_unknown_label_codes"),
+    ("missing lead", "load_ptbxl", "`1: missing lead(s) ['V4'] ...`", "tests/test_ecg_data.py::test_missing_lead"),
+    ("wrong sampling rate", "load_cpsc / load_ptbxl", "`A0002: wrong sampling rate: header says 250 ...`",
+     "tests/test_ecg_data.py::test_wrong_sampling_rate"),
+    ("missing signal file", "load_cpsc", "`A0003: missing file .../A0003.mat`",
+     "tests/test_ecg_data.py::test_missing_signal_file"),
+    ("header/signal mismatch", "load_cpsc", "`A0010: header/signal mismatch ...`",
+     "tests/test_ecg_data.py::test_header_signal_mismatch_length_and_checksum"),
+    ("bad spec keys and values (30 cases)", "load_spec", "`<file>: <key path>: <problem>; got ...; allowed: ...`",
+     "tests/test_spec.py::test_bad_spec_message"),
+    ("`!!python/object/apply` spec", "load_spec", "`<file>: line 1 ...: YAML error ...`",
+     "tests/test_spec.py::test_python_tags_are_refused, tests/test_security.py"),
+    ("`run` on an existing study", "tgdp-study run", "`study already exists: <dir> (resume it with ...)`",
+     "tests/test_cli.py::test_run_refuses_an_existing_study"),
+    ("second driver on a running study", "tgdp-study resume", "`study <dir> is in use by another process (pid N)`",
+     "tests/faults/test_lock_sigint.py"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, capsys):
+    from tgdp.data.ecg import ECGDataError
+
+    tmp = tmp_path.resolve()
+    action = case.setup(tmp)
+    before = tree_hash(tmp)
+    capsys.readouterr()
+    if case.code is None:
+        with pytest.raises(ECGDataError) as err:
+            action()
+        msg = str(err.value)
+    else:
+        assert main(action) == case.code
+        msg = capsys.readouterr().err
+        assert "Traceback" not in msg
+    for part in case.expect:
+        part = part.replace("{tmp}", str(tmp))
+        assert part in msg, f"{part!r} missing from:\n{msg}"
+    assert tree_hash(tmp) == before, "bad input changed files on disk"
+
+
+def doc_table() -> str:
+    lines = [
+        "# Bad input: what the user gets wrong, and the message",
+        "",
+        "Generated from `tests/test_bad_input.py` (`CASES`); each row is a test asserting the message",
+        "(it must contain every listed part; `{tmp}` is the directory the test works in), the exit code",
+        "(command line: 2; loader API: an `ECGDataError` whose message starts with the file or record) and",
+        "that no file on disk changed. Regenerate: `TGDP_WRITE_DOCS=1 .venv/bin/pytest tests/test_bad_input.py`.",
+        "",
+        "| case | input | given as | exit | message contains |",
+        "|---|---|---|---|---|",
+    ]
+    for c in CASES:
+        parts = "<br>".join(f"`{p}`" for p in c.expect).replace("|", "\\|")
+        lines.append(f"| {c.id} | {c.input} | `{c.command}` | {c.code if c.code is not None else 'ECGDataError'} "
+                     f"| {parts} |")
+    lines += ["", "## Covered by other tests", "", "| input | given as | message | test |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {m} | `{t}` |" for a, b, m, t in ELSEWHERE]
+    return "\n".join(lines) + "\n"
+
+
+def test_docs_table_is_current():
+    text = doc_table()
+    if os.environ.get("TGDP_WRITE_DOCS"):
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(text)
+    assert DOC.is_file() and DOC.read_text() == text, \
+        "docs/bad_input.md is out of date: TGDP_WRITE_DOCS=1 pytest tests/test_bad_input.py"
+
+
+def test_at_least_twenty_distinct_cases():
+    assert len({c.id for c in CASES}) == len(CASES) >= 20

@@ -5,21 +5,31 @@ What is cached, and its key (``tgdp.config.config_hash`` of everything the artef
     source-<key>.pt       stage A, the source model       key: data config without n, source config
     classifier-<key>.pt   stage B, when no ``classifier.*`` is searched
                                                           key: data config, classifier config
-    baseline-<key>.pt     vanilla / finetune / source_only / oracle_guidance / oracle_target
+    baseline-<key>.pt     vanilla / finetune / source_only / oracle_guidance / oracle_target (GMM),
+                          real_only / vanilla / finetune / source_only (ECG)
                           (model state if trained, validation and test metrics, samples)
                                                           key: method, data config, its stage configs
+                                                          (ECG: + the utility evaluation config)
 
 The source draw of ``GMMTask.draw`` does not depend on n (the source samples are drawn first), so one
 source model serves every n. Entries are written atomically (tmp file + ``os.replace``) and read with
 ``torch.load(weights_only=True)``: plain tensors and containers only, never pickled code. The cache
 directory is ``<study>/cache`` unless ``TGDP_STUDY_CACHE_DIR`` names a shared one (later studies with
 the same configs then reuse the artefacts).
+
+A corrupt entry (truncated, bit-flipped, not a weights-only torch file) is detected when it is checked
+(``has``: the zip CRCs of the ``torch.save`` file) or loaded (``get``: ``torch.load`` fails): it is
+moved aside to ``<entry>.corrupt``, a warning is logged (and appended to ``<cache>/corrupt.log``) and
+the entry counts as missing, so the stage is recomputed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +39,9 @@ from tgdp.config import TGDPConfig, config_hash, to_dict
 
 CACHE_ENV = "TGDP_STUDY_CACHE_DIR"  # environment variable naming a shared cache directory
 CACHE_VERSION = 1  # bump when the layout of an entry changes (old entries are then ignored)
-BASELINE_METHODS = ("vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")
+BASELINE_METHODS = ("vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")  # GMM
+KNOWN_BASELINES = BASELINE_METHODS + ("real_only",)  # + ECG's (study.experiments.ECG_BASELINES)
+log = logging.getLogger("study.cache")
 
 
 def _data_without_n(data_cfg: Any) -> dict[str, Any]:
@@ -48,10 +60,11 @@ def classifier_key(data_cfg: Any, cfg: TGDPConfig) -> str:
     return config_hash("classifier", CACHE_VERSION, data_cfg, cfg.classifier)
 
 
-def baseline_key(method: str, data_cfg: Any, cfg: TGDPConfig) -> str:
-    """Key of a baseline: the method, the data and only the stage configs the method uses."""
-    if method not in BASELINE_METHODS:
-        raise ValueError(f"unknown baseline {method!r}; known: {BASELINE_METHODS}")
+def baseline_key(method: str, data_cfg: Any, cfg: TGDPConfig, evaluation: Any = None) -> str:
+    """Key of a baseline: the method, the data and only the stage configs the method uses
+    (plus ``evaluation``, the experiment's evaluation config, when it has one: ECG's utility classifier)."""
+    if method not in KNOWN_BASELINES:
+        raise ValueError(f"unknown baseline {method!r}; known: {KNOWN_BASELINES}")
     parts: list[Any] = [data_cfg, cfg.sample]
     if method in ("finetune", "source_only", "oracle_guidance"):
         parts.append(source_key(data_cfg, cfg))
@@ -59,6 +72,8 @@ def baseline_key(method: str, data_cfg: Any, cfg: TGDPConfig) -> str:
         parts.append(cfg.vanilla)
     if method == "finetune":
         parts.append(cfg.finetune)
+    if evaluation is not None:
+        parts.append(evaluation)
     return config_hash("baseline", CACHE_VERSION, method, *parts)
 
 
@@ -83,14 +98,45 @@ class StageCache:
         return self.root / f"{kind}-{key}.pt"
 
     def has(self, kind: str, key: str) -> bool:
-        return self.path(kind, key).is_file()
+        """True when the entry exists and its file is intact (a corrupt one is moved aside: False)."""
+        p = self.path(kind, key)
+        if not p.is_file():
+            return False
+        try:
+            with zipfile.ZipFile(p) as z:
+                bad = z.testzip()
+            problem = f"bad CRC in {bad}" if bad is not None else None
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        if problem is None:
+            return True
+        self._quarantine(p, problem)
+        return False
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        """The entry, or None when absent (a half-written entry never exists: see ``put``)."""
+        """The entry, or None when absent or corrupt (a half-written entry never exists: see ``put``)."""
         p = self.path(kind, key)
         if not p.is_file():
             return None
-        return torch.load(p, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - truncated, corrupt or not weights-only: recompute the stage
+            self._quarantine(p, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            return None
+
+    def _quarantine(self, p: Path, problem: str) -> None:
+        """Move a corrupt entry aside (``<entry>.corrupt``) and log it; it then counts as missing."""
+        msg = f"stage cache: corrupt entry {p} ({problem[:300]}); moved to {p.name}.corrupt, the stage is recomputed"
+        log.warning(msg)
+        try:
+            os.replace(p, p.with_name(p.name + ".corrupt"))
+        except FileNotFoundError:
+            pass  # another process moved it first
+        try:
+            with open(self.root / "corrupt.log", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} {msg}\n")
+        except OSError:
+            pass
 
     def put(self, kind: str, key: str, entry: dict[str, Any]) -> Path:
         """Write ``entry`` to a temporary file in the same directory, then rename it into place."""

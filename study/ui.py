@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from study.paths import StudyPaths
@@ -19,7 +22,7 @@ def server_command(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5
     uri = state.get("tracking_uri", paths.mlflow_url)
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     return [exe, "server", "--backend-store-uri", uri, "--default-artifact-root", paths.artifact_location,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", "1"]
 
 
 def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5000) -> int:
@@ -29,7 +32,33 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5000) -> i
         print(f"this study logs to a tracking server: open {cmd[3]}")
         return 0
     print(f"MLflow UI of {Path(study_dir).resolve()}: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
+    # Its own session, stopped as a group: on Ctrl-C `mlflow server` exits but its uvicorn workers and job
+    # runners (huey consumers) did not, and kept the port. A study UI runs no MLflow jobs: those are off.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        return subprocess.call(cmd)
+        return proc.wait()
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM the process group of ``proc`` (a session leader), then SIGKILL what is left after ``timeout``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; give the rest of its group a moment
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                os.killpg(proc.pid, 0)
+                time.sleep(0.2)
+        except ProcessLookupError:
+            return

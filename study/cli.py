@@ -6,6 +6,7 @@
     tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
     tgdp-study gmm [--n 10 100 1000] [--seed 0] [--out DIR]
     tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
+    tgdp-study ecg (--sim | --source DIR --target DIR) [--n 10 100] [--preset micro|cpu|paper] [--out DIR] ...
 
 User errors (bad spec, bad path, a command whose module is not built yet) print one message on
 stderr and exit 2; nothing is written for an invalid spec. The execution modules are imported
@@ -165,6 +166,20 @@ def cmd_make_ecg_sim(argv: Sequence[str]) -> int:
         raise UserError(f"make-ecg-sim: {e}") from None
 
 
+def cmd_ecg(argv: Sequence[str]) -> int:
+    """Hand the raw arguments to ``tgdp.ecg_experiment.main`` (its parser owns the options), imported only
+    when the command runs, so --help, --dry-run and ls stay free of torch."""
+    fn = _lazy("ecg", "tgdp.ecg_experiment", "main")
+    try:
+        return _finish(fn(list(argv)))
+    except SystemExit as e:  # its argparse (int code) or a message (str code)
+        if isinstance(e.code, str):
+            raise UserError(f"ecg: {e.code}") from None
+        return int(e.code or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:  # bad sizes, missing data directories
+        raise UserError(f"ecg: {e}") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # ls
 
@@ -268,9 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory")
     p.set_defaults(func=cmd_gmm)
 
-    # Listed for --help only: main() hands "make-ecg-sim ..." to tgdp.data.ecg_sim before parsing.
+    # Listed for --help only: main() hands "make-ecg-sim ..." to tgdp.data.ecg_sim and "ecg ..." to
+    # tgdp.ecg_experiment (add_parser/run/main there) before parsing.
     sub.add_parser("make-ecg-sim", add_help=False,
                    help="write a simulated ECG data set: OUT --domain source|target --records N --seed S")
+    sub.add_parser("ecg", add_help=False,
+                   help="run the ECG experiment (all methods, a preset config) without a study; ecg --help")
     return ap
 
 
@@ -280,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["make-ecg-sim"]:
             return cmd_make_ecg_sim(argv[1:])
+        if argv[:1] == ["ecg"]:
+            return cmd_ecg(argv[1:])
         try:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)

@@ -28,7 +28,20 @@ def _density(ax, task: GMMTask, lim: float) -> None:
     ax.contour(gx.numpy(), gy.numpy(), q.numpy(), levels=6, colors="k", linewidths=0.6)
 
 
+def _traces(ax, records: torch.Tensor, title: str, lead: int = 1, count: int = 3) -> None:
+    """ECG records (N, leads, L): lead II (index 1) of the first ``count`` finite records, stacked."""
+    x = records[torch.isfinite(records).flatten(1).all(1)][:count, min(lead, records.shape[1] - 1)].float()
+    for i, r in enumerate(x):
+        spread = float(r.abs().max()) or 1.0
+        ax.plot((r / spread).numpy() - 2.2 * i, lw=0.6)
+    ax.set_yticks([])
+    ax.set_title(f"{title} (lead II, scaled)", fontsize=9)
+
+
 def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> None:
+    if samples.dim() == 3:  # ECG records, not points
+        _traces(ax, samples, title)
+        return
     task = _task(data)
     lim = 1.5 * max(abs(v) for v in list(data["mu_source"]) + list(data["mu_target"])) + 1.0
     x = samples[torch.isfinite(samples).all(1)][:3000]
@@ -41,7 +54,7 @@ def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> Non
 
 
 def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title: str) -> Path | None:
-    """Samples (first two coordinates) over the target density contours. None when dim < 2."""
+    """Samples (first two coordinates) over the target density contours (ECG records: traces). None when dim < 2."""
     if samples.shape[1] < 2:
         return None
     fig, ax = plt.subplots(figsize=(4, 4))

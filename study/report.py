@@ -27,7 +27,7 @@ from study.paths import StudyPaths
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
 
 TABLE_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mode_balance_error", "log_ratio_rmse",
-                 "guidance_grad_rmse")
+                 "guidance_grad_rmse")  # GMM; each experiment's columns: study.experiments (table_metrics)
 
 
 def _units(spec: StudySpec) -> list[tuple[int, int, str]]:
@@ -103,13 +103,15 @@ def _result(paths: StudyPaths, label: str, trial) -> dict[str, Any] | None:
 
 
 def _baselines(spec: StudySpec, cache_dir: Path, n: int, seed: int) -> list[dict[str, Any]]:
-    from study.cache import BASELINE_METHODS, StageCache, baseline_key
+    from study.cache import StageCache
+    from study.experiments import experiment_for
 
+    exp = experiment_for(spec)
     cache = StageCache(cache_dir)
     data_cfg, cfg = spec.resolved_config(n, seed)
     out = []
-    for m in BASELINE_METHODS:
-        e = cache.get("baseline", baseline_key(m, data_cfg, cfg))
+    for m in exp.baselines:
+        e = cache.get("baseline", exp.baseline_key(m, data_cfg, cfg))
         if e is not None:
             out.append(e)
     return out
@@ -160,7 +162,9 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
             panels.insert(len(panels) - len(_baselines(spec, cache_dir, n, seed)),
                           (f"TGDP best n={n}", res["samples"], res["data"]))
         figures += plots.optuna_plots(study, out, label)
-    cols = ["method", "n", "seed", "trial", *TABLE_METRICS]
+    from study.experiments import experiment_for
+
+    cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics]
     (out / "summary.csv").write_text(_csv(summary, cols))
     md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"
           + _table_md(summary, cols))

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from study import UserError
-from study.cache import BASELINE_METHODS, StageCache, baseline_key, classifier_key, classifier_searched, \
-    resolve_cache_dir, source_key
+from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
 from study.paths import StudyPaths, open_study_dir
 from study.spec import StudySpec, check_resources, dump_spec, read_study_spec, resource_issues, write_spec
 
@@ -107,6 +106,8 @@ class TaggingOptunaSearch(_OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get("proxy"):  # an in-training proxy report (ECG: feat_* only; the objective is NaN there)
+            return
         # After a driver crash Tune may resume a trial Optuna already completed (Tune's experiment
         # state is saved periodically, Optuna's at once): its intermediate values are then refused.
         import optuna
@@ -115,6 +116,10 @@ class TaggingOptunaSearch(_OptunaSearch):
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        # A trial stopped by ASHA on a proxy report has no objective value: Optuna records it PRUNED.
+        super().on_trial_complete(trial_id, None if result and result.get("proxy") else result, error)
 
 
 # --- the Tune callback: progress lines and MLflow, in the driver -------------------------------------------
@@ -150,7 +155,7 @@ class StudyCallback(_TuneCallback):
         ctx = self._ctx()
         if "epoch" in result and not result.get("final"):
             keep = {k: v for k, v in result.items() if k not in ("epoch", "training_iteration", "time_this_iter_s",
-                                                                   "time_total_s", "timestamp", "pid")}
+                                                                   "time_total_s", "timestamp", "pid", "proxy")}
             ctx["tracker"].log_metrics(self._run(trial), keep, step=int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -183,8 +188,10 @@ def resolved_params(ctx: dict[str, Any], config: dict[str, Any]) -> dict[str, An
     from tgdp.config import to_dict
 
     rt = config[RT]
-    data_cfg, cfg = ctx["spec"].resolved_config(rt["n"], rt["seed"], trial_params(config))
-    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg))}
+    spec = ctx["spec"]
+    data_cfg, cfg = spec.resolved_config(rt["n"], rt["seed"], trial_params(config))
+    evaluation = {f"evaluation.{k}": v for k, v in (spec.evaluation or {}).items()}
+    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg)), **evaluation}
 
 
 def finalize_trial(ctx: dict[str, Any], label: str, trial_id: str, config: dict[str, Any],
@@ -218,9 +225,12 @@ def _runtime(spec: StudySpec, paths: StudyPaths, n: int, seed: int, label: str, 
 
 
 def shared_missing(spec: StudySpec, n: int, seed: int, cache: StageCache) -> bool:
+    from study.experiments import experiment_for
+
+    exp = experiment_for(spec)
     data_cfg, cfg = spec.resolved_config(n, seed)
-    need = [("source", source_key(data_cfg, cfg))] + [("baseline", baseline_key(m, data_cfg, cfg))
-                                                       for m in BASELINE_METHODS]
+    need = [("source", source_key(data_cfg, cfg))] + [("baseline", exp.baseline_key(m, data_cfg, cfg))
+                                                       for m in exp.baselines]
     if not classifier_searched(spec.space):
         need.append(("classifier", classifier_key(data_cfg, cfg)))
     return any(not cache.has(kind, key) for kind, key in need)
@@ -291,8 +301,9 @@ def _run_unit(ctx: dict[str, Any], n: int, seed: int, label: str) -> bool:
         run_shared(rt, name=f"{spec.name}-{label}-shared")
         print(f"[{label}] shared stages done in {time.time() - t0:.1f} s", flush=True)
     data_cfg, cfg = spec.resolved_config(n, seed)
-    for m in BASELINE_METHODS:
-        entry = ctx["cache"].get("baseline", baseline_key(m, data_cfg, cfg))
+    exp = ctx["experiment"]
+    for m in exp.baselines:
+        entry = ctx["cache"].get("baseline", exp.baseline_key(m, data_cfg, cfg))
         tracker.baseline_run(ctx["parents"][label], label, entry)
     exp_name = optuna_study_name(spec, label)
     exp_path = paths.ray / exp_name
@@ -328,13 +339,18 @@ def _tune_config(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, A
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from study.experiments import experiment_for
+
     es = spec.early_stopping
-    mode0 = "min" if spec.directions[0] == "minimize" else "max"
+    metric0, mode0 = experiment_for(spec).asha_metric()
     if es.enabled:
         if spec.multi_objective:
             print(f"[{label}] multi-objective: ASHA stops trials on the first objective ({spec.metrics[0]})",
                   flush=True)
-        scheduler = ASHAScheduler(time_attr="epoch", metric=spec.metrics[0], mode=mode0,
+        if metric0 != spec.metrics[0]:
+            print(f"[{label}] ASHA stops trials on the in-training proxy {metric0} ({mode0}); "
+                  f"{spec.metrics[0]} is evaluated at the final epoch only", flush=True)
+        scheduler = ASHAScheduler(time_attr="epoch", metric=metric0, mode=mode0,
                                   max_t=spec.max_epochs + 1, grace_period=es.grace_period,
                                   reduction_factor=es.reduction_factor)
     else:
@@ -354,9 +370,7 @@ def trial_dirname(trial) -> str:
 def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri: str | None, resume: bool) -> int:
     import ray
 
-    if spec.experiment != "gmm":  # trial/baseline evaluation exists for the GMM testbed only (study.evaluation)
-        raise UserError(f"experiment {spec.experiment!r}: the study runner supports 'gmm' only so far")
-
+    from study.experiments import experiment_for
     from study.report import write_report
     from study.tracking import Tracker
 
@@ -375,7 +389,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             if killed:
                 print(f"resume: {killed} MLflow run(s) left RUNNING marked KILLED", flush=True)
         ctx = {"spec": spec, "paths": paths, "tracker": tracker, "cache": StageCache(state["cache_dir"]),
-               "parents": {}, "spec_text": dump_spec(spec)}
+               "parents": {}, "spec_text": dump_spec(spec), "experiment": experiment_for(spec)}
         _ACTIVE[str(paths.root)] = ctx
         started = _init_ray(spec, address)
         t0 = time.time()
@@ -401,15 +415,21 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
 def run_study(spec: StudySpec, study_dir: str | Path, address: str | None = None,
               tracking_uri: str | None = None) -> int:
     """Create the study directory (spec.yaml) and run every unit; returns the exit code."""
+    from study.experiments import experiment_for
+
     paths = StudyPaths(Path(study_dir).expanduser().resolve())
     if not address:
         check_resources(spec)
+    experiment_for(spec)  # refuse an experiment the runner cannot run before anything is written
     write_spec(spec, paths)
     return _drive(paths, spec, address, tracking_uri, resume=False)
 
 
 def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri: str | None = None) -> int:
     """Continue an interrupted study: finished units are kept, unfinished Tune runs restored."""
+    from study.experiments import experiment_for
+
     paths = open_study_dir(study_dir)
     spec = read_study_spec(paths)
+    experiment_for(spec)
     return _drive(paths, spec, address, tracking_uri, resume=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from study.cache import BASELINE_METHODS, StageCache, atomic_save, baseline_key, classifier_key, source_key
+from study.cache import StageCache, atomic_save, classifier_key, source_key
 from tgdp import distributed as D
 from tgdp import pipeline, stages
 from tgdp.config import to_dict
@@ -142,19 +142,24 @@ def _spec(rt: dict[str, Any]):
     return parse_spec(rt["spec"], rt.get("spec_file", "<spec>"))
 
 
-def load_source(cache: StageCache, data_cfg, cfg) -> torch.nn.Module:
-    from study.evaluation import score_net
+def load_source(cache: StageCache, data_cfg, cfg, exp=None, task=None, data=None) -> torch.nn.Module:
+    """The cached source model (``exp``: the experiment adapter; None = GMM, as before adapters)."""
     entry = cache.get("source", source_key(data_cfg, cfg))
     if entry is None:
         raise RuntimeError(f"source model missing from the stage cache {cache.root}; run the shared stages first")
-    return score_net(cfg, "source", data_cfg.dim, entry["state"])
+    if exp is None:
+        from study.evaluation import score_net
+        return score_net(cfg, "source", data_cfg.dim, entry["state"])
+    return exp.source_net(cfg, task, data, entry["state"])
 
 
-def load_classifier(cache: StageCache, data_cfg, cfg) -> torch.nn.Module | None:
-    from tgdp.models import CLASSIFIER_NETS, build
+def load_classifier(cache: StageCache, data_cfg, cfg, exp=None, task=None, data=None) -> torch.nn.Module | None:
     entry = cache.get("classifier", classifier_key(data_cfg, cfg))
     if entry is None:
         return None
+    if exp is not None:
+        return exp.classifier_net(cfg, task, data, entry["state"])
+    from tgdp.models import CLASSIFIER_NETS, build
     c = cfg.classifier
     labels = 2 if c.conditional else 0
     if hasattr(stages, "build_classifier"):  # the stage's own builder (e.g. a calibrated wrapper)
@@ -168,40 +173,47 @@ def load_classifier(cache: StageCache, data_cfg, cfg) -> torch.nn.Module | None:
 # --- the trial ----------------------------------------------------------------------------------------
 
 def trial_loop(config: dict[str, Any]) -> None:
-    """Per-worker loop of one trial: stages B, B', C, final sampling and evaluation."""
-    from study.evaluation import evaluate_method, guidance_evaluator, make_task, ratio_metrics
+    """Per-worker loop of one trial: stages B, B', C, final sampling and evaluation (``study.experiments``)."""
+    from study.experiments import experiment_for
 
     rt = config[RT]
     _threads(rt)
     spec, params = _spec(rt), trial_params(config)
+    exp = experiment_for(spec)
     data_cfg, cfg = spec.resolved_config(rt["n"], rt["seed"], params)
-    task, data = make_task(data_cfg)
+    task, data = exp.load(data_cfg)
     device = _device(rt)
     cache = StageCache(rt["cache_dir"])
     reporter = RayReporter("train" if rt["workers"] > 0 else "tune")
-    source = load_source(cache, data_cfg, cfg).to(device)
-    classifier = None if rt["classifier_searched"] else load_classifier(cache, data_cfg, cfg)
+    source = load_source(cache, data_cfg, cfg, exp, task, data).to(device)
+    classifier = None if rt["classifier_searched"] else load_classifier(cache, data_cfg, cfg, exp, task, data)
     if classifier is None:
         classifier = stages.train_classifier(cfg.classifier, data, device, reporter)
     classifier = classifier.to(device).eval()
-    ratio = ratio_metrics(task, classifier, None, cfg.classifier.conditional)["log_ratio_rmse"]
-    evaluate = guidance_evaluator(cfg, task, data, source, device, rt["eval_samples"],
-                                  lambda: {"log_ratio_rmse": ratio})
-    models = pipeline.fit_tgdp(cfg, data, source, task.schedule, device, reporter, classifier=classifier,
+    before = {k: v for k, v in exp.diagnostics(task, classifier, None, cfg).items() if k != "guidance_grad_rmse"}
+    evaluate = exp.guidance_evaluator(cfg, task, data, source, device, rt["eval_samples"], lambda: before)
+    models = pipeline.fit_tgdp(cfg, data, source, task_schedule(task), device, reporter, classifier=classifier,
                                evaluate=evaluate)
     h = models.guidance
-    res = evaluate_method("tgdp", cfg, task, data, device, source=source, h=h)
-    extra = ratio_metrics(task, classifier, h, cfg.guidance.conditional)
+    res = exp.evaluate("tgdp", cfg, task, data, device, source=source, h=h)
+    extra = exp.diagnostics(task, classifier, h, cfg)
     val, test = {**res["validation"], **extra}, {**res["test"], **extra}
-    grid = ratio_grid(task, classifier) if not cfg.classifier.conditional else None
+    grid = exp.ratio_grid(task, classifier, cfg)
     if D.is_rank_zero():
         atomic_save({"trial_id": rt["trial_id"], "n": rt["n"], "seed": rt["seed"], "params": params,
                      "config": to_dict(cfg), "data": to_dict(data_cfg), "validation": val, "test": test,
                      "samples": res["validation_samples"], "guidance": {k: v.cpu() for k, v in h.state_dict().items()},
-                     "rows": reporter.rows, "epochs": cfg.guidance.epochs, "ratio_grid": grid},
+                     "rows": reporter.rows, "epochs": cfg.guidance.epochs, "ratio_grid": grid,
+                     "experiment": spec.experiment, "torch_threads": torch.get_num_threads()},
                     Path(rt["trial_dir"]) / RESULT_FILE)
     # The final report: epoch E + 1 (see module doc), the full-size validation metrics.
     reporter.send({"epoch": cfg.guidance.epochs + 1, "final": 1.0, **val})
+
+
+def task_schedule(task):
+    """The noise schedule of a task (GMMTask carries one; the ECG experiment uses the default VP schedule)."""
+    from tgdp.schedules import VPSchedule
+    return getattr(task, "schedule", None) or VPSchedule()
 
 
 def ratio_grid(task, classifier: torch.nn.Module, size: int = 60) -> dict[str, torch.Tensor] | None:
@@ -253,25 +265,27 @@ def run_trial(config: dict[str, Any]) -> None:
 
 def shared_loop(config: dict[str, Any]) -> None:
     """Per-worker loop: for one n and every seed, fill the stage cache with what no trial searches."""
-    from study.evaluation import evaluate_method, make_task, ratio_metrics
+    from study.experiments import experiment_for
 
     rt = config[RT]
     _threads(rt)
     spec = _spec(rt)
+    exp = experiment_for(spec)
     cache = StageCache(rt["cache_dir"])
     device = _device(rt)
     for seed in rt["seeds"]:
         data_cfg, cfg = spec.resolved_config(rt["n"], seed)
-        task, data = make_task(data_cfg)
+        task, data = exp.load(data_cfg)
+        schedule = task_schedule(task)
         reporter = RayReporter("train", prefix=f"s{seed}/")
         skey = source_key(data_cfg, cfg)
         if not cache.has("source", skey):
-            model = stages.pretrain_source(cfg.source, data, task.schedule, device, reporter)
+            model = stages.pretrain_source(cfg.source, data, schedule, device, reporter)
             if D.is_rank_zero():
                 cache.put("source", skey, {"state": {k: v.cpu() for k, v in model.state_dict().items()},
                                            "config": to_dict(cfg.source), "data": to_dict(data_cfg)})
             D_barrier()
-        source = load_source(cache, data_cfg, cfg).to(device)
+        source = load_source(cache, data_cfg, cfg, exp, task, data).to(device)
         if not rt["classifier_searched"]:
             ckey = classifier_key(data_cfg, cfg)
             if not cache.has("classifier", ckey):
@@ -280,17 +294,17 @@ def shared_loop(config: dict[str, Any]) -> None:
                     cache.put("classifier", ckey, {
                         "state": {k: v.cpu() for k, v in clf.state_dict().items()},
                         "config": to_dict(cfg.classifier), "data": to_dict(data_cfg),
-                        **ratio_metrics(task, clf, None, cfg.classifier.conditional)})
-        for method in BASELINE_METHODS:
-            bkey = baseline_key(method, data_cfg, cfg)
+                        **exp.diagnostics(task, clf, None, cfg)})
+        for method in exp.baselines:
+            bkey = exp.baseline_key(method, data_cfg, cfg)
             if cache.has("baseline", bkey):
                 continue
             model = None
             if method in ("vanilla", "finetune"):
-                model = pipeline.fit_baseline(method, cfg, data, source, task.schedule, device, reporter)
+                model = pipeline.fit_baseline(method, cfg, data, source, schedule, device, reporter)
             elif method == "source_only":
                 model = source
-            res = evaluate_method(method, cfg, task, data, device, source=source, model=model)
+            res = exp.evaluate(method, cfg, task, data, device, source=source, model=model)
             if D.is_rank_zero():
                 entry = {"method": method, "n": rt["n"], "seed": seed, "validation": res["validation"],
                          "test": res["test"], "samples": res["validation_samples"], "data": to_dict(data_cfg),

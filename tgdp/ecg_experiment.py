@@ -87,6 +87,7 @@ class ECGTask:
     split: TargetSplit  # row indices of train / val / test in ``target``
     source: ECGDataset  # raw source records (mV)
     target: ECGDataset  # raw target records (mV), all rows
+    config: ECGDataConfig | None = None  # what was loaded (load_ecg_task sets it)
 
     def mv(self, rows: str) -> torch.Tensor:
         """Raw target records (mV) of split ``rows`` ("train", "val" or "test")."""
@@ -134,7 +135,7 @@ def load_ecg_task(cfg: ECGDataConfig) -> ECGTask:
     vx, vy = normed(split.val)
     sx, sy = normed(split.test)
     data = {"source_x": norm.apply(source.x, source.lengths), "source_y": source.y, "target_x": tx, "target_y": ty}
-    return ECGTask(data, vx, vy, sx, sy, norm, split, source, target)
+    return ECGTask(data, vx, vy, sx, sy, norm, split, source, target, cfg)
 
 
 def _size(v: int | float) -> int | float:
@@ -241,19 +242,61 @@ def _tgdp_variant(cfg: TGDPConfig, regularised: bool, reg_etas: tuple[float, flo
     return cfg
 
 
+def sample_records(task: ECGTask, sample: SampleConfig, device: torch.device, labels: torch.Tensor | None = None, *,
+                   model: torch.nn.Module | None = None, source_model: torch.nn.Module | None = None,
+                   guidance: torch.nn.Module | None = None) -> torch.Tensor:
+    """Records (num_samples, 8, L), normalised units, of a fitted score ``model`` or of TGDP (``source_model`` +
+    ``guidance``). ``labels`` default to ``generation_labels(task, sample)``."""
+    schedule, shape = VPSchedule(), tuple(task.data["source_x"].shape[1:])
+    labels = generation_labels(task, sample) if labels is None else labels
+    if guidance is not None:
+        return pipeline.tgdp_samples(sample, source_model.to(device), guidance.to(device), schedule, device, shape,
+                                     labels)
+    return pipeline.model_samples(sample, model.to(device), schedule, device, shape, labels)
+
+
+def generation_labels(task: ECGTask, sample: SampleConfig) -> torch.Tensor:
+    """The labels every method generates with: drawn from the limited target set's label distribution."""
+    return pipeline.label_draw(task.data, sample.num_samples, sample.seed)
+
+
+def score_records(task: ECGTask, gen_x: torch.Tensor | None, gen_y: torch.Tensor | None, utility: UtilityConfig,
+                  device: torch.device) -> dict[str, dict[str, float]]:
+    """{"validation": metrics, "test": metrics} of generated records ``gen_x`` (mV) with labels ``gen_y``.
+
+    One utility classifier trained on the limited real records + the generated ones (``gen_x`` None: the
+    real records alone, i.e. real_only), scored on the validation and on the test split (``utility_scores``:
+    macro_auroc, f_beta2, g_beta2 and their bootstrap _lo/_hi); feat_energy / feat_frechet of the generated
+    records against the real records of the same split (real_only: the limited real records themselves).
+    """
+    real_x, real_y = task.mv("train"), task.data["target_y"]
+    train_x, train_y = (real_x, real_y) if gen_x is None else (torch.cat([real_x, gen_x]), torch.cat([real_y, gen_y]))
+    scores = utility_scores(train_x, train_y, {"": (task.mv("test"), task.test_y), "val_": (task.mv("val"), task.val_y)},
+                            utility, device)
+    gen = real_x if gen_x is None else gen_x
+    out = {}
+    for split, rows, prefix in (("validation", "val", "val_"), ("test", "test", "")):
+        m = {k[len(prefix):]: v for k, v in scores.items() if k.startswith(prefix) and
+             (prefix or not k.startswith("val_"))}
+        m.update(embedding_distances(gen, task.mv(rows)) if torch.isfinite(gen).all() else
+                 {"feat_energy": float("nan"), "feat_frechet": float("nan")})
+        out[split] = m
+    return out
+
+
 def generate(method: str, task: ECGTask, cfg: TGDPConfig, source_model: torch.nn.Module, labels: torch.Tensor,
              device: torch.device, reporter: Reporter, *, classifier: torch.nn.Module | None = None,
              reg_etas: tuple[float, float] = REG_ETAS) -> tuple[torch.Tensor, dict[str, Any]]:
     """Generated records (num_samples, 8, L) in normalised units for one method, plus diagnostics."""
-    schedule, shape = VPSchedule(), tuple(task.data["source_x"].shape[1:])
+    schedule = VPSchedule()
     if method in ("vanilla", "finetune", "source_only"):
         model = pipeline.fit_baseline(method, cfg, task.data, source_model, schedule, device, reporter)
-        return pipeline.model_samples(cfg.sample, model, schedule, device, shape, labels), {}
+        return sample_records(task, cfg.sample, device, labels, model=model), {}
     if method not in ("tgdp", "tgdp_reg"):
         raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")
     run_cfg = _tgdp_variant(cfg, method == "tgdp_reg", reg_etas)
     fit = pipeline.fit_tgdp(run_cfg, task.data, source_model, schedule, device, reporter, classifier=classifier)
-    x = pipeline.tgdp_samples(run_cfg.sample, source_model, fit.guidance, schedule, device, shape, labels)
+    x = sample_records(task, run_cfg.sample, device, labels, source_model=source_model, guidance=fit.guidance)
     # Ratio diagnostics: mean log r on source, on the limited target and on unseen target records;
     # a calibrated joint-ratio classifier puts unseen target records well above the source.
     lr = lambda x, y: float(stages.classifier_log_ratio(fit.classifier.to(device), x.to(device), y.to(device)).mean())  # noqa: E731

@@ -317,7 +317,10 @@ def _run_unit(ctx: dict[str, Any], n: int, seed: int, label: str) -> bool:
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
                                                      callbacks=[StudyCallback(str(paths.root), label)]))
     print(f"[{label}] Tune run {exp_name}: {spec.budget.trials_per_n} trials", flush=True)
-    grid = tuner.fit()
+    with _sigint_watch() as interrupted:
+        grid = tuner.fit()
+    if interrupted():  # Tune stops gracefully on Ctrl-C and returns as if done: the unit is NOT finished
+        return False
     trials = grid._experiment_analysis.trials
     unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
     budget = spec.budget.time_budget_s
@@ -333,6 +336,38 @@ def _run_unit(ctx: dict[str, Any], n: int, seed: int, label: str) -> bool:
     done_marker.parent.mkdir(parents=True, exist_ok=True)
     done_marker.write_text(f"{len(trials)} trials\n")
     return True
+
+
+@contextmanager
+def _sigint_watch() -> Iterator[Any]:
+    """Yields a function telling whether SIGINT arrived during the block (``tuner.fit()``).
+
+    On the first Ctrl-C, Tune's own handler stops the run gracefully, restores the handler it found (ours)
+    and ``fit`` returns normally, with the running trials TERMINATED: without this the unit would be taken
+    as finished (DONE, its Optuna trials FAILed) and resume would skip it. Ours is thus back in place
+    after an interrupt, while a normal return leaves Tune's handler installed; a SIGINT Tune does not catch
+    (``TUNE_DISABLE_SIGINT_HANDLER``) reaches ours: noted, then KeyboardInterrupt as usual.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hit = []
+
+    def handler(sig, frame):
+        hit.append(sig)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    tune_catches = not int(os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    state: dict[str, bool] = {}
+    try:
+        yield lambda: state.get("interrupted", False)
+    finally:
+        state["interrupted"] = bool(hit) or (tune_catches and signal.getsignal(signal.SIGINT) is handler)
+        signal.signal(signal.SIGINT, previous)
 
 
 def _tune_config(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, Any]):

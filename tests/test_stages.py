@@ -202,3 +202,24 @@ def test_train_classifier_resumes_to_identical_weights(small_task):
     rep.crash_after = None
     # guards exact continuation of stage B, including the early-stopping bookkeeping (best state)
     assert _same_weights(stages.train_classifier(cfg, d, CPU, rep), ref)
+
+
+def test_cross_fitted_classifier_has_one_member_per_fold_and_averages_their_logits(small_task):
+    # guards folds > 1: distinct held-out splits give distinct members, the output is their mean logit,
+    # and the cache builder reloads the weights (same structure)
+    from dataclasses import replace
+
+    data = small_task.draw()
+    cfg = replace(ClassifierConfig(), steps=40, report_every=20, folds=3)
+    rep = MemoryReporter()
+    clf = stages.train_classifier(cfg, data, torch.device("cpu"), rep)
+    assert {r["stage"] for r in rep.rows} == {"classifier", "classifier_fold1", "classifier_fold2"}
+    x = data["source_x"][:50]
+    with torch.no_grad():
+        logits = torch.stack([m(x) for m in clf.members])
+        assert not torch.allclose(logits[0], logits[1])  # members differ
+        assert torch.allclose(clf(x), logits.mean(0))  # ensemble = mean logit
+    reloaded = stages.build_classifier(cfg, (2,))
+    reloaded.load_state_dict(clf.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(x), clf(x))

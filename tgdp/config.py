@@ -62,6 +62,7 @@ class ClassifierConfig:
     holdout_fraction: float = 0.2  # target (and source) fraction held out for early stopping
     report_every: int = 100  # steps between held-out evaluations
     patience: int = 5  # evaluations without held-out improvement before stopping
+    folds: int = 1  # cross-fitted members (each holds out a different split), logits averaged
     calibrate: bool = False  # fit a logit temperature on the held-out split (shrinks over-confidence)
     conditional: bool = False  # joint-ratio classifier c(x, y)
     seed: int = 0

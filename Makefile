@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE := disabled
 
-.PHONY: study test test-all bench gmm clean
+.PHONY: study test test-all bench gmm docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# docs/spec_reference.md and docs/cli_reference.md are generated from the code (tests/test_docs.py checks).
+docs: $(STAMP)
+	COLUMNS=100 $(BIN)/python -m study.docgen
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -65,23 +65,23 @@ class ClassifierConfig:
     folds: int = 1  # cross-fitted members (each holds out a different split), logits averaged
     calibrate: bool = False  # fit a logit temperature on the held-out split (shrinks over-confidence)
     conditional: bool = False  # joint-ratio classifier c(x, y)
-    seed: int = 0
+    seed: int = 0  # init, split and minibatch seed (fold k uses seed + 7k)
 
 
 @dataclass(frozen=True)
 class TimeClassifierConfig:
     """Time-dependent classifier c'(x_t, t) on noised samples; estimates q_t / p_t (for the cycle loss)."""
 
-    arch: str = "mlp"
-    width: int = 128
-    depth: int = 3
-    steps: int = 3000
+    arch: str = "mlp"  # key of tgdp.models.TIME_CLASSIFIER_NETS
+    width: int = 128  # hidden units per layer
+    depth: int = 3  # hidden layers
+    steps: int = 3000  # optimiser steps
     batch_size: int = 256  # samples per domain per step
-    lr: float = 1e-3
-    weight_decay: float = 1e-3
-    report_every: int = 500
-    conditional: bool = False
-    seed: int = 0
+    lr: float = 1e-3  # Adam learning rate (cosine-decayed to 10%)
+    weight_decay: float = 1e-3  # AdamW weight decay
+    report_every: int = 500  # steps between reports/checkpoints
+    conditional: bool = False  # label-aware c'(x_t, y, t)
+    seed: int = 0  # init and minibatch seed
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class GuidanceConfig:
     epochs: int = 40  # passes over the m source samples (paper: 20; the heavy-tailed targets need more)
     batch_size: int = 128  # source samples per step (many small steps beat few large ones here)
     lr: float = 2e-3  # Adam learning rate (cosine-decayed to 10%)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay
     ema: float = 0.995  # EMA decay of the weights used for sampling (0 disables)
     loss: str = "kl"  # regression of h onto r: "kl" (Bregman, default) or "mse" (paper); same minimiser h*
     eta_cycle: float = 0.0  # eta_1, weight of L_cycle (0 = off)
@@ -104,7 +104,7 @@ class GuidanceConfig:
     log_ratio_clip: float = 8.0  # |log r(x_0)| is clipped to this before exp (targets stay bounded)
     report_every: int = 1  # epochs between reports/checkpoints
     conditional: bool = False  # label-aware h(x_t, y, t)
-    seed: int = 0
+    seed: int = 0  # init, epoch-shuffle and noise seed
 
 
 @dataclass(frozen=True)

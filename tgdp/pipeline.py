@@ -4,7 +4,7 @@ experiment and the study system (which runs the same functions inside Ray Train 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -82,7 +82,3 @@ def fit_baseline(name: str, cfg: TGDPConfig, data: dict, source_model: nn.Module
     if name == "source_only":
         return source_model
     raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
-
-
-def with_seed(cfg: SampleConfig, seed: int) -> SampleConfig:
-    return replace(cfg, seed=seed)

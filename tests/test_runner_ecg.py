@@ -5,7 +5,6 @@ tests/data/ecg; and the ``tgdp-study ecg`` command."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ def ecg_spec(tmp_path: Path, name: str) -> tuple[Path, list[int]]:
         d["data"].update(source_root=str(REAL_SUBSET / "ptbxl"), target_root=str(REAL_SUBSET / "cpsc2018"),
                          val=12, test=12)  # 59 target records: 12 + 12 held out, n from the rest
         ns = [10]  # one unit keeps the test near a minute on 2 busy cores (~45 s of it is Ray Train start-up)
-    else:  # 3 PTB-XL and 3 CPSC records: 1 / 1 / 1
+    else:  # 3 PTB-XL and 3 CPSC records: 1 / 1 / 1 (one test record: macro_auroc etc. are NaN, feat_* finite)
         d["data"].update(source_root=str(FIXTURES / "ptbxl"), target_root=str(FIXTURES / "cpsc2018"), val=1, test=1)
         ns = [1]
     d["factors"] = {"n": ns, "seeds": [0]}
@@ -89,23 +88,27 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     for r in trials:  # the resolved config, the data config, the evaluation and the searched params
         assert {"guidance.width", "sample.num_samples", "data.target_root", "evaluation.epochs",
                 "param.sample.guidance_scale"} <= set(r.data.params)
+    real = ns != [1]  # the real subset (else the 3-record fixtures: NaN utility metrics are not logged)
     finished = [r for r in trials if r.data.tags.get("finalized") == "true"]
     assert len(finished) >= len(ns)  # ASHA never stops the first trial of a unit
     for r in finished:
         for m in ("final_macro_auroc", "final_f_beta2", "final_g_beta2", "final_feat_energy", "final_feat_frechet"):
-            assert m in r.data.metrics, m
+            assert m in r.data.metrics or not (real or m.startswith("final_feat")), m
         assert "feat_energy" in r.data.metrics  # the per-epoch proxy
     baselines = by_kind(rs, "baseline")
     assert sorted(r.data.tags["method"] for r in baselines) == sorted(
         ["real_only", "vanilla", "finetune", "source_only"] * len(ns))
-    assert all("test_macro_auroc" in r.data.metrics and "val_macro_auroc" in r.data.metrics for r in baselines)
+    assert all("test_feat_energy" in r.data.metrics and "val_feat_energy" in r.data.metrics for r in baselines)
+    assert not real or all("test_macro_auroc" in r.data.metrics and "val_macro_auroc" in r.data.metrics
+                           for r in baselines)
     assert len(by_kind(rs, "summary")) == 1
     # Optuna: one study per n; trials COMPLETE (final evaluation) or PRUNED (stopped on the proxy)
     for n in ns:
         ts = optuna_trials(study, f"ecg-e2e-n{n}")
-        assert len(ts) == 2 and {t.state.name for t in ts} <= {"COMPLETE", "PRUNED"}
+        assert len(ts) == 2 and {t.state.name for t in ts} <= ({"COMPLETE", "PRUNED"} if real else
+                                                             {"COMPLETE", "PRUNED", "FAIL"})  # NaN: FAIL
         done = [t for t in ts if t.state.name == "COMPLETE"]
-        assert done and all(0.0 <= t.value <= 1.0 or math.isnan(t.value) for t in done)
+        assert not real or (done and all(0.0 <= t.value <= 1.0 for t in done))
     # results: the trial ran with one torch thread, selection on validation, report on test
     for res_path in (study / "trials").glob("*/*/result.pt"):
         res = torch.load(res_path, map_location="cpu", weights_only=True)
@@ -115,7 +118,7 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     # the report table: method x metric x n on the test split
     csv = (study / "report" / "summary.csv").read_text()
     assert csv.splitlines()[0].startswith("method,n,seed,trial,macro_auroc,")
-    for method in ("tgdp (best)", "real_only", "vanilla", "finetune", "source_only"):
+    for method in ("tgdp (best)",) * real + ("real_only", "vanilla", "finetune", "source_only"):
         assert csv.count(method + ",") == len(ns), method
     assert "| macro_auroc |" in out or "macro_auroc" in out  # the report is printed
     # the stage cache: one source model for every n

@@ -160,7 +160,7 @@ class StudySpec(_Frozen):
     fixed: dict[str, Any] = Field(default_factory=dict)  # TGDPConfig overrides {section: {field: value}}
     # evaluation overrides of the experiment (ecg: UtilityConfig fields); None (absent) = its defaults.
     # Optional so that specs without it keep their hash.
-    evaluation: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None  # experiment evaluation overrides (ecg: UtilityConfig fields)
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]

@@ -1,0 +1,91 @@
+"""A Ray Train worker SIGKILLed mid-trial (workers_per_trial: 2): the trial continues from its last
+checkpoint, not from scratch. A corrupt / truncated stage-cache entry: detected, logged, recomputed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli)
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _tune_epochs(study: Path, name: str) -> list[int]:
+    out = []
+    for f in (study / "ray" / f"{name}-{LABEL}").glob("trial_*/result.json"):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if "epoch" in r:
+                out.append(int(r["epoch"]))
+    return out
+
+
+def test_worker_sigkill_resumes_from_checkpoint(tmp_path):
+    name = "worker"
+    epochs = 40  # ~0.3 s each on 2 workers: a window to find and kill a worker mid-guidance
+    spec = fault_spec(tmp_path, name, epochs=epochs, budget={"trials_per_n": 1}, space={},
+                      early_stopping={"enabled": False},
+                      resources={"workers_per_trial": 2, "cpus_per_worker": 0.5, "cpus_per_trial": 0.5,
+                                 "max_concurrent_trials": 1, "num_cpus": 2})
+    study = tmp_path / "studies" / name
+    d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies")], tmp_path / "run.log")
+    try:
+        d.wait_for(lambda: 1 in _tune_epochs(study, name), 500, "guidance epoch 1 reported", poll=0.2)
+        workers = [p for p in descendants(d.pid) if "RayTrainWorker" in cmdline(p)]
+        assert len(workers) >= 2, [(p, cmdline(p)) for p in descendants(d.pid)]
+        before = _tune_epochs(study, name)
+        import os
+        os.kill(workers[-1], signal.SIGKILL)  # one of the two DDP ranks of the running trial
+        code = d.wait(600)
+    finally:
+        d.cleanup()
+    assert code == 0, d.output()[-4000:]
+    epochs_total, epochs = epochs, _tune_epochs(study, name)
+    # Continued from the checkpoint: the epochs reported to Tune never go back (a restart from scratch
+    # would report epoch 1 again); every epoch up to the final evaluation (E + 1) arrived.
+    assert before and epochs[:len(before)] == before
+    assert all(b >= a for a, b in zip(epochs, epochs[1:])), epochs
+    assert epochs.count(1) == 1 and epochs[-1] == epochs_total + 1, epochs
+    res = torch.load(next((study / "trials" / LABEL).glob("*/result.pt")), weights_only=True)
+    guidance = [r["epoch"] for r in res["rows"] if r["stage"] == "guidance"]
+    assert guidance == sorted(set(guidance)), guidance  # each epoch trained once (restored rows + new ones)
+    check_study(study, name, trials=1, kept=set())
+
+
+def test_corrupt_cache_entry_is_recomputed(tmp_path):
+    name = "corrupt"
+    spec = fault_spec(tmp_path, name, budget={"trials_per_n": 1})
+    study = tmp_path / "studies" / name
+    cache = study / "cache"
+    d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies")], tmp_path / "run.log")
+    try:  # kill once the source model and at least one baseline are cached
+        d.wait_for(lambda: list(cache.glob("source-*.pt")) and list(cache.glob("baseline-*.pt")), 400,
+                   "cached entries")
+        d.signal(signal.SIGKILL)
+        d.wait(30)
+    finally:
+        d.cleanup()
+    source = next(cache.glob("source-*.pt"))
+    source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])  # truncated
+    baseline = next(cache.glob("baseline-*.pt"))
+    raw = bytearray(baseline.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # one flipped byte: same size, bad CRC (or unreadable)
+    baseline.write_bytes(bytes(raw))
+    r = run_cli(["resume", str(study)], timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    log = (cache / "corrupt.log").read_text()
+    assert source.name in log and baseline.name in log, log
+    assert "corrupt entry" in r.stdout + r.stderr  # the warning reaches the user
+    assert (cache / (source.name + ".corrupt")).is_file() and (cache / (baseline.name + ".corrupt")).is_file()
+    for p in (source, baseline):  # recomputed, readable again
+        assert torch.load(p, weights_only=True)
+    check_study(study, name, trials=1, kept=set())

@@ -166,10 +166,31 @@ def _proc_name(frame: str) -> str:
     return cmd[:60]
 
 
+def _driver_phase(stack: str) -> str:
+    if "run_shared" in stack:
+        if "AdamW.__init__" in stack:
+            return "shared Train run: first AdamW() (lazily imports torch._dynamo)"
+        return "shared Train run: stage compute (local mode, in the driver)"
+    if "write_report" in stack:
+        return "report (write_report, MLflow summary run)"
+    if "Tracker.__init__" in stack:
+        return "MLflow: Tracker() -> sqlite store creation + alembic migrations"
+    if "_init_ray" in stack:
+        return "ray.init"
+    if "tracking.py" in stack or "finalize_trial" in stack:
+        return "MLflow: other tracker calls"
+    if "Tuner.fit" in stack or "tuner.py" in stack:
+        return "Tune run: driver event loop and callbacks"
+    if "importlib" in stack:
+        return "imports (module level)"
+    return "other (log monitor, threads)"
+
+
 def _profile_summary(raw: Path, top: int = 12) -> str:
     """Aggregate py-spy's raw stacks (``process`` frames nest child processes): samples per process kind, and
     per kind the frames (inclusive) that hold most of them. py-spy samples only non-idle threads."""
     per_proc: Counter = Counter()
+    phases: Counter = Counter()
     incl: dict[str, Counter] = {}
     total = 0
     for line in raw.read_text().splitlines():
@@ -183,13 +204,18 @@ def _profile_summary(raw: Path, top: int = 12) -> str:
         proc = _proc_name(frames[k])
         per_proc[proc] += c
         ctr = incl.setdefault(proc, Counter())
+        if proc.startswith("driver"):
+            phases[_driver_phase(";".join(frames[k + 1:]))] += c
         for f in set(frames[k + 1:]):
             if not f.startswith(("_call_with_frames_removed", "_find_and_load", "_load_unlocked", "exec_module",
                                  "_LoaderBasics", "_handle_fromlist", "_gcd_import", "<module>", "Thread._bootstrap")):
                 ctr[f[:140]] += c
-    out = [f"py-spy record --subprocesses --rate 50 (non-idle samples only); total samples: {total}", "",
+    out = [f"py-spy record --subprocesses --rate 50 (non-idle samples only); total samples: {total}",
+           "(py-spy slows the run; short-lived trial actor processes are partly missed by its subprocess polling)", "",
            "samples per process kind:"]
     out += [f"  {c:7d} {100 * c / total:5.1f}%  {p}" for p, c in per_proc.most_common()]
+    out += ["", "driver by phase (% of all samples):"]
+    out += [f"  {c:7d} {100 * c / total:5.1f}%  {p}" for p, c in phases.most_common()]
     for proc, c in per_proc.most_common(6):
         out += ["", f"{proc}: inclusive samples per frame (top {top}, % of all samples)"]
         out += [f"  {k:7d} {100 * k / total:5.1f}%  {f}" for f, k in incl[proc].most_common(top)]

@@ -87,3 +87,18 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(a, "data1") != config_hash(a, "data2")
     # guards the order of parts mattering (stage config vs upstream hash are not interchangeable)
     assert config_hash(ScoreConfig(), GMMConfig()) != config_hash(GMMConfig(), ScoreConfig())
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"guidance": {"epochs": -1}}, "guidance.epochs: must be > 0; got -1"),  # the case a spec used to slip through
+    ({"classifier": {"holdout_fraction": 1.5}}, "classifier.holdout_fraction: must be in [0, 1)"),
+    ({"source": {"ema": 1.0}}, "source.ema: must be in [0, 1)"),  # ema = 1 would never move the weights
+    ({"guidance": {"loss": "l1"}}, "guidance.loss: got 'l1'; allowed: ['kl', 'mse']"),
+    ({"sample": {"solver": "euler"}}, "sample.solver: got 'euler'; allowed: ['dpm2', 'ddpm']"),
+    ({"guidance": {"eta_cycle": -0.5}}, "guidance.eta_cycle: must be >= 0"),
+])
+def test_out_of_range_values_raise_naming_the_key_path(data, message):
+    # guards range validation at the boundary: the message names the full key path, value and allowed range
+    with pytest.raises(ValueError) as err:
+        from_dict(TGDPConfig, data)
+    assert message in str(err.value)

@@ -18,6 +18,23 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _check(cfg: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+           fractions: tuple[str, ...] = (), choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Range checks shared by the stage configs; the message names the field, the value and what is allowed."""
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise ValueError(f"{name}: must be > 0; got {getattr(cfg, name)!r}")
+    for name in non_negative:
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"{name}: must be >= 0; got {getattr(cfg, name)!r}")
+    for name in fractions:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ValueError(f"{name}: must be in [0, 1); got {getattr(cfg, name)!r}")
+    for name, allowed in (choices or {}).items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name}: got {getattr(cfg, name)!r}; allowed: {list(allowed)}")
+
+
 @dataclass(frozen=True)
 class GMMConfig:
     """The two-component Gaussian-mixture testbed (DESIGN §2)."""
@@ -29,6 +46,9 @@ class GMMConfig:
     m: int = 10000  # number of source samples
     n: int = 100  # number of target samples
     seed: int = 0  # seed of the training draws (validation/test draws use seed + 1 / seed + 2)
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("dim", "variance", "m", "n"), non_negative=("seed",))
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,10 @@ class ScoreConfig:
     report_every: int = 500  # steps between reports/checkpoints
     conditional: bool = False  # label-conditional model s(x_t, y, t)
     seed: int = 0  # init and minibatch seed
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("width", "steps", "batch_size", "lr", "report_every"),
+               non_negative=("depth", "weight_decay", "seed"), fractions=("ema",))
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,10 @@ class ClassifierConfig:
     conditional: bool = False  # joint-ratio classifier c(x, y)
     seed: int = 0  # init, split and minibatch seed (fold k uses seed + 7k)
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("width", "steps", "batch_size", "lr", "report_every", "patience", "folds"),
+               non_negative=("depth", "weight_decay", "seed"), fractions=("holdout_fraction",))
+
 
 @dataclass(frozen=True)
 class TimeClassifierConfig:
@@ -82,6 +110,10 @@ class TimeClassifierConfig:
     report_every: int = 500  # steps between reports/checkpoints
     conditional: bool = False  # label-aware c'(x_t, y, t)
     seed: int = 0  # init and minibatch seed
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("width", "steps", "batch_size", "lr", "report_every"),
+               non_negative=("depth", "weight_decay", "seed"))
 
 
 @dataclass(frozen=True)
@@ -106,6 +138,12 @@ class GuidanceConfig:
     conditional: bool = False  # label-aware h(x_t, y, t)
     seed: int = 0  # init, epoch-shuffle and noise seed
 
+    def __post_init__(self) -> None:
+        _check(self, positive=("width", "epochs", "batch_size", "lr", "target_batch_size", "time_power",
+                               "log_ratio_clip", "report_every"),
+               non_negative=("depth", "weight_decay", "eta_cycle", "eta_consistency", "seed"),
+               fractions=("ema",), choices={"loss": ("kl", "mse")})
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -117,6 +155,10 @@ class SampleConfig:
     guidance_scale: float = 1.0  # gamma, multiplies the guidance term
     batch_size: int = 10000  # samples per forward pass
     seed: int = 0  # initial-noise seed
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("steps", "num_samples", "batch_size"), non_negative=("guidance_scale", "seed"),
+               choices={"solver": ("dpm2", "ddpm")})
 
 
 @dataclass(frozen=True)
@@ -149,7 +191,10 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # range checks of __post_init__ name the bare field: add the path
+        raise ValueError(f"{where}.{e}" if where else str(e)) from None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

@@ -16,8 +16,7 @@ import pytest
 
 from tests.faults import ENV, Driver, check_study, completed_ids, fault_spec, run_cli
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow,
-              pytest.mark.skip(reason="written, not yet run to completion (issue 6): run it and drop this skip")]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
 

@@ -222,7 +222,7 @@ def test_resolved_config_applies_fixed_seed_and_params():
 
 
 def test_max_epochs_defaults_to_guidance_epochs():
-    assert load_spec(ROOT / "search_spaces" / "gmm.yaml").max_epochs == 30  # top of the searched range
+    assert load_spec(ROOT / "search_spaces" / "gmm.yaml").max_epochs == 20  # top of the searched range
     d = base()
     d["early_stopping"].pop("max_epochs")
     assert parse_spec(d).max_epochs == 2  # fixed guidance.epochs

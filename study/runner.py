@@ -394,7 +394,10 @@ def _tune_config(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, A
                            num_samples=spec.budget.trials_per_n,
                            max_concurrent_trials=spec.resources.max_concurrent_trials,
                            time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,
-                           trial_name_creator=trial_dirname)
+                           trial_name_creator=trial_dirname,
+                           # a new process per trial re-pays the imports (torch._dynamo via AdamW, ...):
+                           # measured 8-22 s between trials without reuse, 0.1 s with, same metrics
+                           reuse_actors=True)
 
 
 def trial_dirname(trial) -> str:

@@ -25,10 +25,10 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 LABEL = "n10"
 
 
-def fault_spec(tmp: Path, name: str, epochs: int = 3, **changes) -> Path:
+def fault_spec(tmp: Path, name: str, epochs: int = 3, source_steps: int = 300, **changes) -> Path:
     """gmm_smoke.yaml cut down: n = 10 only, 2 trials, ``epochs`` guidance epochs (a mid-guidance point exists)."""
     base = dict(factors={"n": [10]}, budget={"trials_per_n": 2}, data={"m": 1000},
-                fixed={"source": {"width": 32, "depth": 2, "steps": 300, "batch_size": 256, "report_every": 100},
+                fixed={"source": {"width": 32, "depth": 2, "steps": source_steps, "batch_size": 256, "report_every": 100},
                        "classifier": {"width": 16, "depth": 1, "steps": 60, "report_every": 20},
                        "time_classifier": {"width": 16, "depth": 1, "steps": 40, "report_every": 20},
                        "guidance": {"width": 16, "depth": 2, "epochs": epochs, "batch_size": 512},

@@ -29,3 +29,14 @@ def gmm_task() -> GMMTask:
 def small_task() -> GMMTask:
     """The same mixture with few samples, for stage smoke tests that must run in well under a second."""
     return GMMTask(GMMConfig(m=256, n=32, seed=3))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray runtime (2 CPUs) shared by the tests of one module."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -19,15 +19,6 @@ pytestmark = pytest.mark.ray
 SCRIPT = Path(sys.executable).with_name("tgdp-study")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 
 def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     """run -> report -> MLflow: runs, params, metrics, artefacts; status, best; nothing RUNNING."""

@@ -54,15 +54,6 @@ def ecg_spec(tmp_path: Path, name: str) -> tuple[Path, list[int]]:
     return p, ns
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 
 def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     """run -> report -> MLflow for the ECG experiment: parents per n, a child per trial, baselines, table."""

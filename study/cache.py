@@ -140,16 +140,8 @@ class StageCache:
 
     def put(self, kind: str, key: str, entry: dict[str, Any]) -> Path:
         """Write ``entry`` to a temporary file in the same directory, then rename it into place."""
-        self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(kind, key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(entry, f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_save(entry, target)
         return target
 
 

@@ -271,7 +271,11 @@ _Loader.add_implicit_resolver(
 def read_yaml(text: str, file: str = "<spec>") -> Any:
     """Parse spec YAML: safe (no tags), YAML 1.2 scalars, duplicate keys refused; ``SpecError`` with the line."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        loader = _Loader(text)  # a yaml.SafeLoader subclass: no tags, so no object construction
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"

@@ -4,7 +4,7 @@
     tgdp-study resume DIR [--address ADDR] [--tracking-uri URI]
     tgdp-study status DIR | report DIR | best DIR --n N [--out FILE] | ls [DIR]
     tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
-    tgdp-study gmm [--n 10 100 1000] [--seed 0] [--out DIR]
+    tgdp-study gmm [--n 10 100 1000] [--seed 0 ...] [--set KEY=VALUE] [--jobs J] [--out DIR]
     tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
     tgdp-study ecg (--sim | --source DIR --target DIR) [--n 10 100] [--preset micro|cpu|paper] [--out DIR] ...
 
@@ -149,7 +149,10 @@ def cmd_ui(a: argparse.Namespace) -> int:
 
 def cmd_gmm(a: argparse.Namespace) -> int:
     fn = _lazy("gmm", "tgdp.gmm_experiment", "main")
-    return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out)))
+    try:
+        return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out, set=a.set, jobs=a.jobs)))
+    except ValueError as e:  # a bad --set key or value
+        raise UserError(f"gmm: {e}") from None
 
 
 def cmd_make_ecg_sim(argv: Sequence[str]) -> int:
@@ -223,6 +226,16 @@ def cmd_ls(a: argparse.Namespace) -> int:
 # parser and entry point
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; allowed: an integer >= 1")
+    return value
+
+
 def _port(text: str) -> int:
     """argparse type of --port: an integer in 1..65535 (else a usage error, exit 2)."""
     try:
@@ -279,8 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gmm", help="run the GMM experiment (all methods, fixed configs) without a study")
     p.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="target sample sizes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="output directory")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one or more seeds; several seeds add summary.md (mean, sd, wins per seed)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a stage config key, e.g. guidance.width=256 (repeatable)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="seeds run in parallel processes")
+    p.add_argument("--out", default="results/gmm", help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_gmm)
 
     # Listed for --help only: main() hands "make-ecg-sim ..." to tgdp.data.ecg_sim and "ecg ..." to

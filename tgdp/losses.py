@@ -57,6 +57,27 @@ def guidance_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "k
     return ratio_regression(log_h, ratio, kind)
 
 
+def posterior_log_ratio(x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, x0_ref: torch.Tensor,
+                        log_ratio_ref: torch.Tensor, same_label: torch.Tensor | None = None) -> torch.Tensor:
+    """log E[r(x_0) | x_t] under the empirical reference set: log sum_j w_j r_j - log sum_j w_j with
+    w_j = N(x_t; alpha_t x0_j, sigma_t^2 I) (a Rao-Blackwellised regression target).
+
+    Regressing h onto this posterior mean instead of the single r(x_0) that produced x_t has the same
+    minimiser when the reference set is the whole training set (h* of the empirical source) but far
+    less variance, because the importance weights r are heavy-tailed (cf. Xu et al. 2023, "Stable
+    Target Field"). ``same_label`` (B, R) bool restricts each row to references with its label
+    (the conditional version); every row must keep at least one reference, e.g. its own x_0.
+    """
+    flat_t, flat_0 = x_t.reshape(x_t.shape[0], -1), x0_ref.reshape(x0_ref.shape[0], -1)
+    a, s2 = alpha.reshape(-1, 1), sigma.reshape(-1, 1) ** 2
+    # ||x_t - a x0||^2 expanded, so the (B, R) matrix costs one matmul whatever the dimension
+    sq = (flat_t ** 2).sum(1, keepdim=True) - 2 * a * (flat_t @ flat_0.T) + a ** 2 * (flat_0 ** 2).sum(1)
+    log_w = -sq.clamp_min(0) / (2 * s2)
+    if same_label is not None:
+        log_w = log_w.masked_fill(~same_label, float("-inf"))
+    return torch.logsumexp(log_w + log_ratio_ref, 1) - torch.logsumexp(log_w, 1)
+
+
 def cycle(log_h: torch.Tensor, time_log_ratio: torch.Tensor, kind: str = "kl") -> torch.Tensor:
     """L_cycle per target sample: h_psi(x'_t, t) against (1 - c'(x'_t, t)) / c'(x'_t, t)."""
     return ratio_regression(log_h, torch.exp(time_log_ratio), kind)

@@ -368,6 +368,19 @@ def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torc
     return torch.exp(clipped - log_norm), log_norm
 
 
+@torch.no_grad()
+def _posterior_ratio(x_t, t, idx, xs, ys, ratio, schedule: VPSchedule, references: int, g: torch.Generator):
+    """E[r(x_0) | x_t] over ``references`` source points (all of them when m is smaller) plus the batch's own
+    x_0, so each row keeps at least one reference with its label."""
+    if xs.shape[0] > references:
+        ref = torch.cat([idx, torch.randint(0, xs.shape[0], (references,), generator=g).to(idx.device)])
+    else:
+        ref = torch.arange(xs.shape[0], device=idx.device)
+    same = None if ys is None else (ys[idx].reshape(len(idx), 1, -1) == ys[ref].reshape(1, len(ref), -1)).all(-1)
+    return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), xs[ref],
+                                                torch.log(ratio[ref]), same))
+
+
 def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, schedule: VPSchedule,
                    device: torch.device, reporter: Reporter, *, score_model: nn.Module | None = None,
                    time_classifier: nn.Module | None = None,
@@ -405,13 +418,22 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     tbs = _rank_batch(cfg.target_batch_size, max(xs.shape[0], 1))
     steps_per_epoch = max(xs.shape[0] // (bs * D.world_size()), 1)
     total_steps = steps_per_epoch * cfg.epochs
+    # The posterior target is a fixed function of x_t, so where x_t is drawn changes only where the fit is
+    # accurate, not its minimiser: resampling x_0 by r puts training points where guided samples go.
+    n_resampled = round(cfg.resampled_fraction * bs)
     while epoch < cfg.epochs:
         perm = D.shard(torch.randperm(xs.shape[0], generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)))
         sums = {"loss_guidance": 0.0, "loss_cycle": 0.0, "loss_consistency": 0.0}
         for k in range(steps_per_epoch):
             idx = perm[k * bs:(k + 1) * bs].to(device)
+            if n_resampled:
+                idx = torch.cat([idx[:bs - n_resampled],
+                                 torch.multinomial(ratio, n_resampled, replacement=True, generator=g).to(device)])
             x_t, t, _ = _noised(xs[idx], schedule, g, cfg.time_power)
-            loss_g = losses.guidance_regression(h(x_t, t, None if ys is None else ys[idx]), ratio[idx], cfg.loss).mean()
+            batch_ratio = ratio[idx]
+            if cfg.target == "posterior":
+                batch_ratio = _posterior_ratio(x_t, t, idx, xs, ys, ratio, schedule, cfg.references, g)
+            loss_g = losses.guidance_regression(h(x_t, t, None if ys is None else ys[idx]), batch_ratio, cfg.loss).mean()
             loss = loss_g
             if cfg.eta_cycle > 0 or cfg.eta_consistency > 0:
                 j = torch.randint(0, xt.shape[0], (tbs,), generator=g).to(device)

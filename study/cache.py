@@ -102,12 +102,7 @@ class StageCache:
         p = self.path(kind, key)
         if not p.is_file():
             return False
-        try:
-            with zipfile.ZipFile(p) as z:
-                bad = z.testzip()
-            problem = f"bad CRC in {bad}" if bad is not None else None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
-            problem = f"{type(e).__name__}: {e}"
+        problem = torch_file_problem(p)
         if problem is None:
             return True
         self._quarantine(p, problem)
@@ -143,6 +138,16 @@ class StageCache:
         target = self.path(kind, key)
         atomic_save(entry, target)
         return target
+
+
+def torch_file_problem(p: Path) -> str | None:
+    """Why the ``torch.save`` file ``p`` is damaged (truncated, a bad zip CRC), or None when it is intact."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            bad = z.testzip()
+        return f"bad CRC in {bad}" if bad is not None else None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def atomic_save(obj: Any, target: Path) -> None:

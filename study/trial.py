@@ -18,6 +18,7 @@ A checkpoint holds every stage state so far (``torch.load(weights_only=True)`` o
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from study.cache import StageCache, atomic_save, classifier_key, source_key
+from study.cache import StageCache, atomic_save, classifier_key, source_key, torch_file_problem
 from tgdp import distributed as D
 from tgdp import pipeline, stages
 from tgdp.config import to_dict
@@ -33,6 +34,7 @@ from tgdp.config import to_dict
 CKPT_FILE = "trial_state.pt"
 RESULT_FILE = "result.pt"
 EVAL_SAMPLES = 2000  # samples of the in-training evaluation (the final one uses sample.num_samples)
+log = logging.getLogger("study.trial")
 RT = "_rt"  # config key of the runtime constants (spec, n, seed, paths, resources); not a parameter
 
 
@@ -56,11 +58,10 @@ class RayReporter:
         self.rows: list[dict[str, Any]] = []
         self.states: dict[str, Any] = {}
         ck = ray.train.get_checkpoint() if mode == "train" else tune.get_checkpoint()
-        if ck is not None:
-            with ck.as_directory() as d:
-                saved = torch.load(Path(d) / CKPT_FILE, map_location="cpu", weights_only=True)
+        saved = None if ck is None else load_checkpoint_state(ck)
+        if saved is not None:
             self.rows, self.states = list(saved["rows"]), dict(saved["states"])
-        self.restored = ck is not None
+        self.restored = saved is not None
 
     # --- Reporter protocol --------------------------------------------------------------------
     def report(self, metrics: dict[str, float], *, stage: str, epoch: int, state: dict[str, Any] | None = None) -> None:
@@ -98,6 +99,40 @@ class RayReporter:
                 ray.train.report(metrics, checkpoint=ck)
             else:
                 tune.report(metrics, checkpoint=ck)
+
+
+def load_checkpoint_state(ck) -> dict[str, Any] | None:
+    """The trial state saved in ``ck``; when it is damaged, the newest older checkpoint of the same run that
+    is intact (Ray keeps two), else None (the trial then starts over). Each fallback is logged."""
+    for cand in [ck, *_older_checkpoints(ck)]:
+        with cand.as_directory() as d:
+            path = Path(d) / CKPT_FILE
+            problem = torch_file_problem(path) if path.is_file() else f"{CKPT_FILE} missing"
+            if problem is None:
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception as e:  # noqa: BLE001 - intact zip but unreadable content: same remedy
+                    problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if problem is None:
+            if cand is not ck:
+                log.warning("trial checkpoint: restored from the previous checkpoint %s", cand.path)
+            return state
+        log.warning("trial checkpoint: corrupt checkpoint %s (%s); trying the previous one", cand.path, problem[:300])
+    log.warning("trial checkpoint: no intact checkpoint left; the trial starts from its first stage")
+    return None
+
+
+def _older_checkpoints(ck) -> list:
+    """Checkpoints of the same run older than ``ck``, newest first (their directory names are timestamps
+    or counters, so name order is age order)."""
+    import pyarrow.fs as pafs
+    import ray.train
+
+    parent, _, name = ck.path.rstrip("/").rpartition("/")
+    infos = ck.filesystem.get_file_info(pafs.FileSelector(parent))
+    older = sorted((i.base_name for i in infos if i.type == pafs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.base_name < name), reverse=True)
+    return [ray.train.Checkpoint(f"{parent}/{n}", filesystem=ck.filesystem) for n in older]
 
 
 def _forward_callback():

@@ -1,17 +1,21 @@
 """A Ray Train worker SIGKILLed mid-trial (workers_per_trial: 2): the trial continues from its last
-checkpoint, not from scratch. A corrupt / truncated stage-cache entry: detected, logged, recomputed."""
+checkpoint, not from scratch. A corrupt / truncated stage-cache entry: detected, logged, recomputed. A truncated latest trial
+checkpoint: detected, logged, the previous one is used."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from tests.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli)
+from tests.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli,
+                          tune_checkpoints)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -88,4 +92,48 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path):
     assert (cache / (source.name + ".corrupt")).is_file() and (cache / (baseline.name + ".corrupt")).is_file()
     for p in (source, baseline):  # recomputed, readable again
         assert torch.load(p, weights_only=True)
+    check_study(study, name, trials=1, kept=set())
+
+
+def _checkpoint_tune_restores(study: Path, name: str) -> Path:
+    """The checkpoint of the last result in Tune's saved experiment state (its JSON, read as text)."""
+    run = study / "ray" / f"{name}-{LABEL}"
+    state = sorted(run.glob("experiment_state-*.json"))[-1].read_text()
+    names = re.findall(r'checkpoint_dir_name\\?": \\?"(checkpoint_\d+)', state)
+    assert names, f"no checkpoint recorded in {state[:2000]}"
+    return next(run.glob("trial_*")) / max(names)
+
+
+def test_corrupt_latest_trial_checkpoint_falls_back_to_the_previous(tmp_path):
+    name = "ckpt"
+    spec = fault_spec(tmp_path, name, epochs=40, budget={"trials_per_n": 1}, early_stopping={"enabled": False})
+    d = yaml.safe_load(spec.read_text())  # small guidance batches: ~60 steps per epoch, the stop lands mid-guidance
+    d["fixed"]["guidance"]["batch_size"] = 16
+    spec.write_text(yaml.safe_dump(d, sort_keys=False))
+    study = tmp_path / "studies" / name
+    d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies")], tmp_path / "run.log")
+    try:  # Ctrl-C (Tune saves its state) once the trial has written a few checkpoints
+        d.wait_for(lambda: len(tune_checkpoints(study, name)) >= 4, 400, "four trial checkpoints", poll=0.05)
+        d.signal(signal.SIGINT)
+        assert d.wait(180) == 130, d.output()[-4000:]
+    finally:
+        d.cleanup()
+    assert not completed_ids(study), "the stop came after the trial finished"
+    # Tune restores the checkpoint of its last recorded result or (measured) the one before: damage both,
+    # so whichever it restores is corrupt and the fallback must reach the newest intact one.
+    latest = _checkpoint_tune_restores(study, name)
+    older = sorted(p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name)
+    assert len(older) >= 2, older
+    damaged, intact = [latest, older[-1]], older[-2]
+    for ck in damaged:
+        state = ck / "trial_state.pt"
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated
+    r = run_cli(["resume", str(study)], timeout=600)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert f"corrupt checkpoint {damaged[1]}" in out, out[-4000:]
+    assert f"restored from the previous checkpoint {intact}" in out, out[-4000:]
+    res = torch.load(next((study / "trials" / LABEL).glob("*/result.pt")), weights_only=True)
+    guidance = [r["epoch"] for r in res["rows"] if r["stage"] == "guidance"]
+    assert guidance == list(range(1, 41)), guidance  # resumed from the older state: every epoch once
     check_study(study, name, trials=1, kept=set())

@@ -361,7 +361,8 @@ def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torc
 
     Rule: clip log r to [-clip, clip] (an over-confident classifier cannot produce unbounded
     targets), then divide r by its mean over the source samples, which is 1 for the exact ratio
-    (E_p[q/p] = 1). grad log h is invariant to this scale; the cycle targets use the same constant.
+    (E_p[q/p] = 1). grad log h is invariant to this scale; the cycle targets (from the balanced
+    time classifier) have source mean 1 already.
     """
     clipped = log_ratio.clamp(-clip, clip)
     log_norm = float(torch.logsumexp(clipped, 0) - math.log(clipped.numel()))
@@ -442,7 +443,10 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
                 if cfg.eta_cycle > 0:
                     with torch.no_grad():
                         tc_log_ratio = losses.log_ratio_from_logits(time_classifier(xt_t, tt, yj))
-                    target = (tc_log_ratio - log_norm).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip)
+                    # c' is balanced, so its ratio already has source mean 1, the scale the guidance targets
+                    # are normalised to: shifting it by the classifier's log_norm as well would pull h down
+                    # at the target points by that factor whenever the classifier's ratio is inflated.
+                    target = tc_log_ratio.clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip)
                     loss_c = losses.cycle(h(xt_t, tt, yj), target, cfg.loss).mean()
                     loss = loss + cfg.eta_cycle * loss_c
                     sums["loss_cycle"] += loss_c.item()

@@ -37,6 +37,27 @@ def test_balanced_classifier_recovers_log_ratio_at_n_1000():
     assert err < 0.6 and zero > 1.5, (err, zero)
 
 
+class _ScaledExactClassifier(torch.nn.Module):
+    """A 'classifier' whose log r is k times the exact one: right ranking, over-confident by k."""
+
+    def __init__(self, task, k: float) -> None:
+        super().__init__()
+        self.task, self.k = task, k
+
+    def forward(self, x, y=None):
+        return -self.k * self.task.log_ratio(x)
+
+
+@pytest.mark.parametrize("k", [1.0, 2.5])
+def test_ratio_tilt_recovers_the_inverse_over_confidence(k):
+    # p r^gamma with r = (q/p)^k equals q exactly at gamma = 1/k: the held-out likelihood's maximiser
+    task = GMMTask(GMMConfig(m=10000, n=1000, seed=0))
+    d = task.draw()
+    gamma = stages.fit_ratio_tilt([_ScaledExactClassifier(task, k)], [torch.arange(1000)], d, False, CPU)
+    # grid step 0.05; measured 1.00 and 0.40
+    assert abs(gamma - 1.0 / k) <= 0.1, gamma
+
+
 def test_pooled_logistic_loss_is_offset_by_log_m_over_n():
     # The DESIGN §2 pitfall, isolated: same net, same data, same optimiser; only the loss differs.
     task = GMMTask(GMMConfig(m=4000, n=100, seed=1))

@@ -88,6 +88,7 @@ class ClassifierConfig:
     patience: int = 5  # evaluations without held-out improvement before stopping
     folds: int = 1  # cross-fitted members (each holds out a different split), logits averaged
     calibrate: bool = False  # fit a logit temperature on the held-out split (shrinks over-confidence)
+    tilt: bool = True  # scale log r by gamma <= 1 maximising the held-out target likelihood of p r^gamma
     conditional: bool = False  # joint-ratio classifier c(x, y)
     seed: int = 0  # init, split and minibatch seed (fold k uses seed + 7k)
 

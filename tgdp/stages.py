@@ -206,9 +206,10 @@ class CrossFitted(nn.Module):
     def __init__(self, members: list[Calibrated]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.register_buffer("gamma", torch.ones(()))  # tilt exponent of the ratio (see fit_ratio_tilt)
 
     def forward(self, x, y=None):
-        return torch.stack([m(x, y) for m in self.members]).mean(0)
+        return self.gamma * torch.stack([m(x, y) for m in self.members]).mean(0)
 
 
 def build_classifier(cfg: ClassifierConfig, shape: tuple[int, ...], num_labels: int = 0) -> CrossFitted:
@@ -252,18 +253,49 @@ def train_classifier(cfg: ClassifierConfig, data: dict, device: torch.device, re
     member holds out a different split (stage names classifier, classifier_fold1, ...).
     """
     shape, num_labels = tuple(data["source_x"].shape[1:]), _num_labels(data, cfg.conditional)
-    members = []
+    members, held_out = [], []
     for fold in range(cfg.folds):
         torch.manual_seed(cfg.seed + 7 * fold)
         member = Calibrated(build(CLASSIFIER_NETS, cfg.arch, shape, cfg.width, cfg.depth, num_labels)).to(device)
-        _train_fold(cfg, fold, member, data, device, reporter)
+        held_out.append(_train_fold(cfg, fold, member, data, device, reporter))
         members.append(member)
-    return CrossFitted(members).eval()
+    model = CrossFitted(members).eval()
+    if cfg.tilt and all(len(h) for h in held_out):
+        model.gamma.fill_(fit_ratio_tilt(members, held_out, data, cfg.conditional, device))
+    return model
+
+
+@torch.no_grad()
+def fit_ratio_tilt(members: list[nn.Module], held_out: list[torch.Tensor], data: dict, conditional: bool,
+                   device: torch.device) -> float:
+    """gamma maximising the held-out likelihood of the target points under q_gamma = p r^gamma / Z(gamma).
+
+    A classifier fitted to n points ranks them well but over-states its confidence (measured on the GMM
+    at n = 10: learned log r = 1.7-2.5 x the exact one, correlation 0.87-0.96), and guided samples then
+    overshoot the target modes. Z(gamma) = E_p[r^gamma] comes from the source samples, so the fit is
+    one concave 1-d problem: maximise sum_k (gamma mean_{j in H_k} log r_k(x_j) - log E_p[r_k^gamma]),
+    H_k the target points member k never trained on. Grid over gamma in [0.05, 1]: the tilt only shrinks,
+    because the Monte Carlo E_p[r^gamma] misses the heavy tail for gamma >= 1 and then favours larger gamma
+    (measured with the exact ratio: 1.25 instead of 1).
+    """
+    xs, xt = data["source_x"].to(device), data["target_x"].to(device)
+    ys = data.get("source_y").to(device) if conditional else None
+    yt = data.get("target_y").to(device) if conditional else None
+    gammas = torch.linspace(0.05, 1.0, 20, dtype=torch.float64)
+    objective = torch.zeros_like(gammas)
+    for member, idx in zip(members, held_out):
+        idx = idx.to(device)
+        log_r_t = classifier_log_ratio(member, xt[idx], None if yt is None else yt[idx]).double()
+        log_r_s = classifier_log_ratio(member, xs, ys).double()
+        log_z = torch.logsumexp(gammas[:, None] * log_r_s[None, :], 1) - math.log(log_r_s.numel())
+        objective += len(idx) * (gammas * log_r_t.mean() - log_z)
+    return float(gammas[int(objective.argmax())])
 
 
 def _train_fold(cfg: ClassifierConfig, fold: int, model: Calibrated, data: dict, device: torch.device,
-                reporter: Reporter) -> None:
-    """Train one member in place: balanced loss, early stopping on this fold's held-out split."""
+                reporter: Reporter) -> torch.Tensor:
+    """Train one member in place: balanced loss, early stopping on this fold's held-out split.
+    Returns the indices of the held-out target points."""
     stage = "classifier" if fold == 0 else f"classifier_fold{fold}"
     seed = cfg.seed + 7 * fold
     xs, xt = data["source_x"].to(device), data["target_x"].to(device)
@@ -309,6 +341,7 @@ def _train_fold(cfg: ClassifierConfig, fold: int, model: Calibrated, data: dict,
     if cfg.calibrate and has_holdout:
         _fit_temperature(model.eval(), pick(xs, s_ho), pick(xt, t_ho), pick(ys, s_ho), pick(yt, t_ho))
     model.eval()
+    return t_ho
 
 
 def train_time_classifier(cfg: TimeClassifierConfig, data: dict, schedule: VPSchedule, device: torch.device,

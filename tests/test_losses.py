@@ -47,10 +47,13 @@ def test_kl_ratio_loss_is_a_bregman_divergence():
         losses.ratio_regression(torch.zeros(4), r.float(), "l1")
 
 
-def test_cycle_regresses_onto_exp_of_time_log_ratio():
-    log_h, tlr = torch.randn(6), torch.randn(6)
-    # guards that cycle's targets are ratios exp(log r_t), not log ratios
-    torch.testing.assert_close(losses.cycle(log_h, tlr), losses.ratio_regression(log_h, tlr.exp()))
+def test_cycle_is_minimised_at_the_time_classifier_ratio_with_bounded_gradients():
+    tlr = torch.tensor([-3.0, 0.0, 8.0])
+    log_h = torch.zeros(3, requires_grad=True)
+    losses.cycle(log_h, tlr).sum().backward()
+    # guards the minimiser (h = exp(time_log_ratio)) and that the gradient is the log error, not ~e^8
+    torch.testing.assert_close(log_h.grad, -2 * tlr)
+    assert torch.all(losses.cycle(tlr, tlr) == 0)
 
 
 def test_balanced_logistic_averages_each_domain_separately():

@@ -480,7 +480,7 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
                     # are normalised to: shifting it by the classifier's log_norm as well would pull h down
                     # at the target points by that factor whenever the classifier's ratio is inflated.
                     target = tc_log_ratio.clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip)
-                    loss_c = losses.cycle(h(xt_t, tt, yj), target, cfg.loss).mean()
+                    loss_c = losses.cycle(h(xt_t, tt, yj), target).mean()
                     loss = loss + cfg.eta_cycle * loss_c
                     sums["loss_cycle"] += loss_c.item()
                 if cfg.eta_consistency > 0:

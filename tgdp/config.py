@@ -65,6 +65,7 @@ class ScoreConfig:
     ema: float = 0.999  # EMA decay of the weights used for sampling (0 disables)
     report_every: int = 500  # steps between reports/checkpoints
     conditional: bool = False  # label-conditional model s(x_t, y, t)
+    gaussian_skip: bool = False  # eps = sigma_t x_t + net(...): for data normalised to unit variance (ECG)
     seed: int = 0  # init and minibatch seed
 
     def __post_init__(self) -> None:

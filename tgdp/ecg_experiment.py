@@ -149,7 +149,7 @@ def _preset(width: int, depth: int, steps: int, *, cls: tuple[int, int, int], gu
             report: int, guidance_lr: float = 1e-3, vanilla_lr: float | None = None,
             finetune_lr: float | None = None) -> TGDPConfig:
     score = ScoreConfig(arch="sssd", width=width, depth=depth, steps=steps, batch_size=batch, lr=lr, ema=0.99,
-                        report_every=report, conditional=True)
+                        report_every=report, conditional=True, gaussian_skip=True)
     return TGDPConfig(
         source=score,
         classifier=ClassifierConfig(arch="cnn", width=cls[0], depth=cls[1], steps=cls[2], batch_size=batch,

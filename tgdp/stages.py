@@ -23,7 +23,7 @@ from torch import nn
 from tgdp import distributed as D
 from tgdp import losses
 from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TimeClassifierConfig
-from tgdp.models import CLASSIFIER_NETS, GUIDANCE_NETS, SCORE_NETS, TIME_CLASSIFIER_NETS, build
+from tgdp.models import CLASSIFIER_NETS, GUIDANCE_NETS, SCORE_NETS, TIME_CLASSIFIER_NETS, GaussianSkip, build
 from tgdp.reporter import Reporter
 from tgdp.sampling import SOLVERS, EpsFn, guided_eps
 from tgdp.schedules import VPSchedule
@@ -227,7 +227,8 @@ def build_guidance(cfg: GuidanceConfig, shape: tuple[int, ...], num_labels: int 
 
 
 def build_score(cfg: ScoreConfig, shape: tuple[int, ...], num_labels: int = 0) -> nn.Module:
-    return build(SCORE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+    net = build(SCORE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+    return GaussianSkip(net, VPSchedule().sigma) if cfg.gaussian_skip else net
 
 
 @torch.no_grad()

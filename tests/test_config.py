@@ -103,8 +103,3 @@ def test_out_of_range_values_raise_naming_the_key_path(data, message):
         from_dict(TGDPConfig, data)
     assert message in str(err.value)
 
-
-def test_resampled_guidance_batches_need_the_posterior_target():
-    with pytest.raises(ValueError, match="resampled_fraction.*posterior"):
-        GuidanceConfig(target="sample", resampled_fraction=0.5)
-    assert GuidanceConfig(target="posterior", resampled_fraction=0.5).resampled_fraction == 0.5

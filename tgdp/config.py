@@ -132,7 +132,6 @@ class GuidanceConfig:
     ema: float = 0.995  # EMA decay of the weights used for sampling (0 disables)
     loss: str = "kl"  # regression of h onto r: "kl" (Bregman, default) or "mse" (paper); same minimiser h*
     target: str = "posterior"  # regression target: "sample" r(x_0) (paper) or "posterior" E[r(x_0) | x_t]
-    resampled_fraction: float = 0.0  # batch share drawn from source points resampled by r (~ target); needs "posterior"
     references: int = 2048  # source points in the posterior mean (all when m is smaller; batch always in)
     eta_cycle: float = 0.0  # eta_1, weight of L_cycle (0 = off)
     eta_consistency: float = 0.0  # eta_2, weight of L_consistence (0 = off)
@@ -147,10 +146,7 @@ class GuidanceConfig:
         _check(self, positive=("width", "epochs", "batch_size", "lr", "target_batch_size", "time_power", "references",
                                "log_ratio_clip", "report_every"),
                non_negative=("depth", "weight_decay", "eta_cycle", "eta_consistency", "seed"),
-               fractions=("ema", "resampled_fraction"), choices={"loss": ("kl", "mse"), "target": ("sample", "posterior")})
-        if self.resampled_fraction > 0 and self.target != "posterior":
-            raise ValueError("resampled_fraction: > 0 needs target 'posterior' (a resampled x_0's own r(x_0) "
-                             f"is a biased target); got target {self.target!r}")
+               fractions=("ema",), choices={"loss": ("kl", "mse"), "target": ("sample", "posterior")})
 
 
 @dataclass(frozen=True)

@@ -453,17 +453,11 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     tbs = _rank_batch(cfg.target_batch_size, max(xs.shape[0], 1))
     steps_per_epoch = max(xs.shape[0] // (bs * D.world_size()), 1)
     total_steps = steps_per_epoch * cfg.epochs
-    # The posterior target is a fixed function of x_t, so where x_t is drawn changes only where the fit is
-    # accurate, not its minimiser: resampling x_0 by r puts training points where guided samples go.
-    n_resampled = round(cfg.resampled_fraction * bs)
     while epoch < cfg.epochs:
         perm = D.shard(torch.randperm(xs.shape[0], generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)))
         sums = {"loss_guidance": 0.0, "loss_cycle": 0.0, "loss_consistency": 0.0}
         for k in range(steps_per_epoch):
             idx = perm[k * bs:(k + 1) * bs].to(device)
-            if n_resampled:
-                idx = torch.cat([idx[:bs - n_resampled],
-                                 torch.multinomial(ratio, n_resampled, replacement=True, generator=g).to(device)])
             x_t, t, _ = _noised(xs[idx], schedule, g, cfg.time_power)
             batch_ratio = ratio[idx]
             if cfg.target == "posterior":

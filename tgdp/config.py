@@ -120,7 +120,7 @@ class TimeClassifierConfig:
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """Guidance net h(x_t, t) = exp(f(x_t, t)) regressed onto r(x_0), plus the cycle and consistency terms."""
+    """Guidance net h(x_t, t) = exp(f(x_t, t)) regressed onto r(x_0) or E[r(x_0) | x_t], plus cycle and consistency."""
 
     arch: str = "mlp"  # key of tgdp.models.GUIDANCE_NETS
     width: int = 512  # hidden units per layer (paper: 512)

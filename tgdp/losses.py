@@ -53,7 +53,7 @@ def ratio_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "kl")
 
 
 def guidance_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "kl") -> torch.Tensor:
-    """L_guidance per source sample: h_psi(x_t, t) against r(x_0); minimiser is h*."""
+    """L_guidance per source sample: h_psi(x_t, t) against r(x_0) or its posterior mean; minimiser is h*."""
     return ratio_regression(log_h, ratio, kind)
 
 

@@ -145,15 +145,15 @@ def test_driver_sigkill_then_resume(tmp_path):
 
 
 def test_time_budget_ends_the_unit_and_asha_stops_a_weak_trial(local_ray, tmp_path, capsys):
-    """budget.time_budget_s ends a unit of 50 trials early; ASHA stops a trial whose guidance scale (60)
-    wrecks its samples at the first rung. Nothing is left RUNNING and the report covers the unit."""
+    """budget.time_budget_s ends a unit of 500 trials early; ASHA stops trials whose guidance scale (60)
+    wrecks their samples at the first rung. Nothing is left RUNNING and the report covers the unit."""
     from study.runner import run_study
 
     spec = load_spec(tiny_spec(
         tmp_path, "budget", factors={"n": [10], "seeds": [0]}, sampler="random",
         fixed={"guidance": {"width": 16, "depth": 2, "epochs": 3, "batch_size": 512}},
         space={"sample.guidance_scale": {"kind": "categorical", "choices": [1.0, 60.0]}},
-        budget={"trials_per_n": 50, "time_budget_s": 30},
+        budget={"trials_per_n": 500, "time_budget_s": 40},
         early_stopping={"enabled": True, "grace_period": 1, "reduction_factor": 2, "max_epochs": 3}))
     study = tmp_path / "studies" / "budget"
     t0 = time.time()
@@ -161,12 +161,14 @@ def test_time_budget_ends_the_unit_and_asha_stops_a_weak_trial(local_ray, tmp_pa
     print(f"budget study wall time {time.time() - t0:.1f} s")
     ts = optuna_trials(study, "budget-n10")
     assert not [t.number for t in ts if t.state.name == "RUNNING"]
-    assert 2 <= len(ts) < 50, len(ts)  # the budget, not the trial count, ended the unit
+    assert 3 <= len(ts) < 500, len(ts)  # the budget, not the trial count, ended the unit
     rs = runs(f"sqlite:///{study / 'mlflow.db'}", "budget")
     assert all(r.info.status != "RUNNING" for r in rs), [(r.info.run_name, r.info.status) for r in rs]
     trials = by_kind(rs, "trial")
     stopped = [r for r in trials if r.data.tags.get("stopped_early") == "true"]
-    assert stopped, [(r.data.params.get("param.sample.guidance_scale"), r.data.tags) for r in trials]
-    assert all(r.data.params["param.sample.guidance_scale"] == "60.0" for r in stopped)
+    # ASHA may also stop the weaker half of the scale-1 trials; a scale-60 trial must be among the stopped
+    # (the seeded random sampler starts 60, 1, 60, ...: the third trial meets a better one at the first rung)
+    scales = [(r.data.params.get("param.sample.guidance_scale"), r.data.tags.get("stopped_early")) for r in trials]
+    assert any(r.data.params["param.sample.guidance_scale"] == "60.0" for r in stopped), scales
     assert all("final_energy_distance" not in r.data.metrics for r in stopped)
     assert "tgdp (best)" in (study / "report" / "summary.csv").read_text()

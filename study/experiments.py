@@ -81,13 +81,8 @@ class GMMExperiment:
 
     def classifier_net(self, cfg: Any, task: Any, data: dict, state: dict) -> nn.Module:
         from tgdp import stages
-        from tgdp.models import CLASSIFIER_NETS, build
         c = cfg.classifier
-        labels = 2 if c.conditional else 0
-        if hasattr(stages, "build_classifier"):  # the stage's own builder (e.g. a calibrated wrapper)
-            model = stages.build_classifier(c, (task.cfg.dim,), labels)
-        else:
-            model = build(CLASSIFIER_NETS, c.arch, (task.cfg.dim,), c.width, c.depth, labels)
+        model = stages.build_classifier(c, (task.cfg.dim,), 2 if c.conditional else 0)
         model.load_state_dict(state)
         return model.eval()
 

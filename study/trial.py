@@ -177,32 +177,18 @@ def _spec(rt: dict[str, Any]):
     return parse_spec(rt["spec"], rt.get("spec_file", "<spec>"))
 
 
-def load_source(cache: StageCache, data_cfg, cfg, exp=None, task=None, data=None) -> torch.nn.Module:
-    """The cached source model (``exp``: the experiment adapter; None = GMM, as before adapters)."""
+def load_source(cache: StageCache, data_cfg, cfg, exp, task, data) -> torch.nn.Module:
+    """The cached source model, rebuilt by the experiment adapter ``exp``."""
     entry = cache.get("source", source_key(data_cfg, cfg))
     if entry is None:
         raise RuntimeError(f"source model missing from the stage cache {cache.root}; run the shared stages first")
-    if exp is None:
-        from study.evaluation import score_net
-        return score_net(cfg, "source", data_cfg.dim, entry["state"])
     return exp.source_net(cfg, task, data, entry["state"])
 
 
-def load_classifier(cache: StageCache, data_cfg, cfg, exp=None, task=None, data=None) -> torch.nn.Module | None:
+def load_classifier(cache: StageCache, data_cfg, cfg, exp, task, data) -> torch.nn.Module | None:
+    """The cached domain classifier (None when not cached), rebuilt by the experiment adapter ``exp``."""
     entry = cache.get("classifier", classifier_key(data_cfg, cfg))
-    if entry is None:
-        return None
-    if exp is not None:
-        return exp.classifier_net(cfg, task, data, entry["state"])
-    from tgdp.models import CLASSIFIER_NETS, build
-    c = cfg.classifier
-    labels = 2 if c.conditional else 0
-    if hasattr(stages, "build_classifier"):  # the stage's own builder (e.g. a calibrated wrapper)
-        model = stages.build_classifier(c, (data_cfg.dim,), labels)
-    else:
-        model = build(CLASSIFIER_NETS, c.arch, (data_cfg.dim,), c.width, c.depth, labels)
-    model.load_state_dict(entry["state"])
-    return model.eval()
+    return None if entry is None else exp.classifier_net(cfg, task, data, entry["state"])
 
 
 # --- the trial ----------------------------------------------------------------------------------------

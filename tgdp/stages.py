@@ -404,7 +404,7 @@ def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torc
 
 
 @torch.no_grad()
-def _posterior_ratio(x_t, t, idx, xs, ys, ratio, schedule: VPSchedule, references: int, g: torch.Generator):
+def _posterior_ratio(x_t, t, idx, xs, ys, log_ratio, schedule: VPSchedule, references: int, g: torch.Generator):
     """E[r(x_0) | x_t] over ``references`` source points (all of them when m is smaller) plus the batch's own
     x_0, so each row keeps at least one reference with its label."""
     if xs.shape[0] > references:
@@ -413,7 +413,7 @@ def _posterior_ratio(x_t, t, idx, xs, ys, ratio, schedule: VPSchedule, reference
         ref = torch.arange(xs.shape[0], device=idx.device)
     same = None if ys is None else (ys[idx].reshape(len(idx), 1, -1) == ys[ref].reshape(1, len(ref), -1)).all(-1)
     return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), xs[ref],
-                                                torch.log(ratio[ref]), same))
+                                                log_ratio[ref], same))
 
 
 def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, schedule: VPSchedule,
@@ -435,6 +435,7 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
+    log_targets = ratio.log()  # once, not per step: the posterior target averages in log space
     torch.manual_seed(cfg.seed)
     h = build_guidance(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     # The regression targets are heavy-tailed (importance weights q/p of source points), so the
@@ -461,7 +462,7 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
             x_t, t, _ = _noised(xs[idx], schedule, g, cfg.time_power)
             batch_ratio = ratio[idx]
             if cfg.target == "posterior":
-                batch_ratio = _posterior_ratio(x_t, t, idx, xs, ys, ratio, schedule, cfg.references, g)
+                batch_ratio = _posterior_ratio(x_t, t, idx, xs, ys, log_targets, schedule, cfg.references, g)
             loss_g = losses.guidance_regression(h(x_t, t, None if ys is None else ys[idx]), batch_ratio, cfg.loss).mean()
             loss = loss_g
             if cfg.eta_cycle > 0 or cfg.eta_consistency > 0:

@@ -67,8 +67,9 @@ def main() -> None:
             "r_std_over_mean": float(r.std() / r.mean())}
         print(n, res[f"ratio_targets_n{n}"], flush=True)
         if n == 100:
+            logr_t = stages.classifier_log_ratio(clf, t.data["target_x"], t.data["target_y"])
             h = stages.train_guidance(replace(cfg.guidance, eta_cycle=0.0, eta_consistency=0.0), t.data, logr,
-                                      sched, dev, MemoryReporter(), score_model=src)
+                                      sched, dev, MemoryReporter(), score_model=src, target_log_ratio=logr_t)
             s = replace(cfg.sample, num_samples=32, batch_size=32)
             base = pipeline.model_samples(s, src, sched, dev, shape, labels)
             for gamma in (1.0, 5.0):

@@ -91,7 +91,7 @@ def test_pooled_logistic_loss_is_offset_by_log_m_over_n():
 
 # Measured on the default draw (m = 10000, one thread, 10 epochs of 256x3): grad rmse 1.02 with the
 # posterior-mean target (8 s), 4.01 with the paper's single-sample target (3 s), 4.03 for a flat h.
-GUIDANCE_ON_EXACT = GuidanceConfig(batch_size=128, width=256, depth=3, epochs=10, report_every=10)
+GUIDANCE_ON_EXACT = GuidanceConfig(batch_size=128, width=256, depth=3, epochs=10, report_every=10, references=2048)
 
 
 def test_guidance_on_exact_ratio_approaches_h_star(gmm_task):
@@ -138,8 +138,9 @@ def test_conditional_stages_shapes_and_labels(small_task):
                                                            conditional=True), d, sch, CPU, rep)
     gcfg = GuidanceConfig(epochs=1, batch_size=64, width=16, depth=1, eta_cycle=0.5, eta_consistency=0.5,
                           target_batch_size=16, conditional=True)
+    lr_t = small_task.log_joint_ratio(d["target_x"], d["target_y"])
     h = stages.train_guidance(gcfg, d, small_task.log_joint_ratio(d["source_x"], d["source_y"]), sch, CPU, rep,
-                              score_model=score, time_classifier=tc)
+                              score_model=score, time_classifier=tc, target_log_ratio=lr_t)
     # guards the label-aware guidance net: one log h per sample, and finite regularised losses
     assert h(x, t, y).shape == (32,)
     assert all(torch.isfinite(torch.tensor(rep.history("guidance", k))).all()
@@ -150,10 +151,13 @@ def test_conditional_stages_shapes_and_labels(small_task):
     # guards the guided eps with labels: shape and the eps_theta - sigma grad log h composition
     expected = score(x, t, y) - sch.sigma(t)[:, None] * stages.guidance_grad(h, y)(x, t)
     torch.testing.assert_close(eps, expected)
+    # guards that the pooled target (the default: target points join the references) needs their log r
+    with pytest.raises(ValueError, match="target_log_ratio"):
+        stages.train_guidance(gcfg, d, lr_, sch, CPU, MemoryReporter(), score_model=score, time_classifier=tc)
     # guards that the guidance stage refuses conditional=True without labels
     with pytest.raises(ValueError, match="target_y"):
         stages.train_guidance(gcfg, {k: v for k, v in d.items() if k != "target_y"}, lr_, sch, CPU,
-                              MemoryReporter(), score_model=score, time_classifier=tc)
+                              MemoryReporter(), score_model=score, time_classifier=tc, target_log_ratio=lr_t)
 
 
 # --- resume ------------------------------------------------------------------------------------------------
@@ -206,7 +210,9 @@ def test_train_guidance_resumes_to_identical_weights(small_task):
     d = small_task.draw()
     cfg = GuidanceConfig(epochs=4, batch_size=64, width=16, depth=1)
     lr_ = small_task.log_ratio(d["source_x"])
-    run = lambda rep: stages.train_guidance(cfg, d, lr_, small_task.schedule, CPU, rep)  # noqa: E731
+    lr_t = small_task.log_ratio(d["target_x"])
+    run = lambda rep: stages.train_guidance(cfg, d, lr_, small_task.schedule, CPU, rep,  # noqa: E731
+                                            target_log_ratio=lr_t)
     ref = run(MemoryReporter())
     rep = CrashingReporter(crash_after=2)
     with pytest.raises(_Crash):
@@ -226,8 +232,10 @@ def test_guidance_fit_does_not_depend_on_the_scale_of_the_classifier_ratio(small
     torch.manual_seed(0)
     tc = stages.build_time_classifier(TimeClassifierConfig(width=8, depth=1), (2,)).eval()
     lr_ = small_task.log_ratio(d["source_x"])
-    fits = [stages.train_guidance(cfg, d, lr_ + shift, small_task.schedule, CPU, MemoryReporter(), time_classifier=tc)
-            for shift in (0.0, 3.0)]
+    lr_t = small_task.log_ratio(d["target_x"])
+    fits = [stages.train_guidance(cfg, d, lr_ + shift, small_task.schedule, CPU, MemoryReporter(), time_classifier=tc,
+                                  target_log_ratio=lr_t + shift)
+            for shift in (0.0, 1.0)]  # (the largest target log r, 6.98, stays inside the clip of 8)
     assert _same_weights(*fits, atol=1e-5)
 
 

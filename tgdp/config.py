@@ -131,8 +131,8 @@ class GuidanceConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     ema: float = 0.995  # EMA decay of the weights used for sampling (0 disables)
     loss: str = "kl"  # regression of h onto r: "kl" (Bregman, default) or "mse" (paper); same minimiser h*
-    target: str = "posterior"  # regression target: "sample" r(x_0) (paper) or "posterior" E[r(x_0) | x_t]
-    references: int = 2048  # source points in the posterior mean (all when m is smaller; batch always in)
+    target: str = "pooled"  # "sample": r(x_0) (paper); "posterior": E[r(x_0)|x_t] on source; "pooled": + target
+    references: int = 4096  # source points in the posterior mean (all when m is smaller; batch always in)
     eta_cycle: float = 0.0  # eta_1, weight of L_cycle (0 = off)
     eta_consistency: float = 0.0  # eta_2, weight of L_consistence (0 = off)
     target_batch_size: int = 256  # target samples per step for the regularisers
@@ -146,7 +146,7 @@ class GuidanceConfig:
         _check(self, positive=("width", "epochs", "batch_size", "lr", "target_batch_size", "time_power", "references",
                                "log_ratio_clip", "report_every"),
                non_negative=("depth", "weight_decay", "eta_cycle", "eta_consistency", "seed"),
-               fractions=("ema",), choices={"loss": ("kl", "mse"), "target": ("sample", "posterior")})
+               fractions=("ema",), choices={"loss": ("kl", "mse"), "target": ("sample", "posterior", "pooled")})
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ Sums run over all non-batch dimensions, so the same functions serve vectors (GMM
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -58,7 +60,8 @@ def guidance_regression(log_h: torch.Tensor, ratio: torch.Tensor, kind: str = "k
 
 
 def posterior_log_ratio(x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, x0_ref: torch.Tensor,
-                        log_ratio_ref: torch.Tensor, same_label: torch.Tensor | None = None) -> torch.Tensor:
+                        log_ratio_ref: torch.Tensor, same_label: torch.Tensor | None = None,
+                        log_ref_weight: torch.Tensor | None = None) -> torch.Tensor:
     """log E[r(x_0) | x_t] under the empirical reference set: log sum_j w_j r_j - log sum_j w_j with
     w_j = N(x_t; alpha_t x0_j, sigma_t^2 I) (a Rao-Blackwellised regression target).
 
@@ -67,15 +70,34 @@ def posterior_log_ratio(x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Ten
     less variance, because the importance weights r are heavy-tailed (cf. Xu et al. 2023, "Stable
     Target Field"). ``same_label`` (B, R) bool restricts each row to references with its label
     (the conditional version); every row must keep at least one reference, e.g. its own x_0.
+    ``log_ref_weight`` (R,) multiplies each reference's kernel, for references drawn from a mixture of
+    domains (see ``pooled_reference_log_weights``).
     """
     flat_t, flat_0 = x_t.reshape(x_t.shape[0], -1), x0_ref.reshape(x0_ref.shape[0], -1)
     a, s2 = alpha.reshape(-1, 1), sigma.reshape(-1, 1) ** 2
     # ||x_t - a x0||^2 expanded, so the (B, R) matrix costs one matmul whatever the dimension
     sq = (flat_t ** 2).sum(1, keepdim=True) - 2 * a * (flat_t @ flat_0.T) + a ** 2 * (flat_0 ** 2).sum(1)
     log_w = -sq.clamp_min(0) / (2 * s2)
+    if log_ref_weight is not None:
+        log_w = log_w + log_ref_weight
     if same_label is not None:
         log_w = log_w.masked_fill(~same_label, float("-inf"))
     return torch.logsumexp(log_w + log_ratio_ref, 1) - torch.logsumexp(log_w, 1)
+
+
+def pooled_reference_log_weights(log_ratio_ref: torch.Tensor, is_source: torch.Tensor, m: int, n: int,
+                                 num_source_refs: int) -> torch.Tensor:
+    """log weights that let source and target points both serve as references of p in ``posterior_log_ratio``.
+
+    The pooled points come from (m p + n q) / (m + n); weighting each by 1 / (m + n r) turns them into
+    draws of p (the balance heuristic of multiple importance sampling), so that the numerator of
+    E[r(x_0) | x_t], a kernel estimate of q_t, also uses the n target points, where the m source points
+    are few: their importance weights r have an ESS of ~2% of m on the GMM. Each of the
+    ``num_source_refs`` source references stands for m / num_source_refs source points.
+    """
+    log_mix = torch.logaddexp(torch.full_like(log_ratio_ref, math.log(m)), math.log(max(n, 1)) + log_ratio_ref)
+    log_count = torch.where(is_source, math.log(m / num_source_refs), 0.0)
+    return log_count - log_mix
 
 
 def cycle(log_h: torch.Tensor, time_log_ratio: torch.Tensor) -> torch.Tensor:

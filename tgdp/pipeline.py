@@ -35,10 +35,12 @@ def fit_tgdp(cfg: TGDPConfig, data: dict, source_model: nn.Module, schedule: VPS
     time_classifier = None
     if cfg.guidance.eta_cycle > 0:
         time_classifier = stages.train_time_classifier(cfg.time_classifier, data, schedule, device, reporter)
-    log_ratio = stages.classifier_log_ratio(classifier.to(device), data["source_x"].to(device),
-                                            data.get("source_y") if cfg.classifier.conditional else None)
+    log_ratio, target_log_ratio = (
+        stages.classifier_log_ratio(classifier.to(device), data[f"{domain}_x"].to(device),
+                                    data.get(f"{domain}_y") if cfg.classifier.conditional else None)
+        for domain in ("source", "target"))
     h = stages.train_guidance(cfg.guidance, data, log_ratio, schedule, device, reporter, score_model=source_model,
-                              time_classifier=time_classifier, evaluate=evaluate)
+                              time_classifier=time_classifier, target_log_ratio=target_log_ratio, evaluate=evaluate)
     return TGDPModels(classifier=classifier, guidance=h, time_classifier=time_classifier)
 
 

@@ -404,26 +404,35 @@ def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torc
 
 
 @torch.no_grad()
-def _posterior_ratio(x_t, t, idx, xs, ys, log_ratio, schedule: VPSchedule, references: int, g: torch.Generator):
+def _posterior_ratio(x_t, t, idx, xs, ys, log_ratio, schedule: VPSchedule, references: int, g: torch.Generator,
+                     pool: tuple | None = None):
     """E[r(x_0) | x_t] over ``references`` source points (all of them when m is smaller) plus the batch's own
-    x_0, so each row keeps at least one reference with its label."""
+    x_0, so each row keeps at least one reference with its label. ``pool`` = (target x, target y, target
+    log r) adds the n target points as references (the "pooled" target)."""
     if xs.shape[0] > references:
         ref = torch.cat([idx, torch.randint(0, xs.shape[0], (references,), generator=g).to(idx.device)])
     else:
         ref = torch.arange(xs.shape[0], device=idx.device)
-    same = None if ys is None else (ys[idx].reshape(len(idx), 1, -1) == ys[ref].reshape(1, len(ref), -1)).all(-1)
-    return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), xs[ref],
-                                                log_ratio[ref], same))
+    x0, y0, log_r, log_weight = xs[ref], None if ys is None else ys[ref], log_ratio[ref], None
+    if pool is not None:
+        xt, yt, log_rt = pool
+        is_source = torch.cat([torch.ones_like(log_r, dtype=torch.bool), torch.zeros_like(log_rt, dtype=torch.bool)])
+        x0, log_r = torch.cat([x0, xt]), torch.cat([log_r, log_rt])
+        y0 = None if ys is None else torch.cat([y0, yt])
+        log_weight = losses.pooled_reference_log_weights(log_r, is_source, xs.shape[0], xt.shape[0], len(ref))
+    same = None if ys is None else (ys[idx].reshape(len(idx), 1, -1) == y0.reshape(1, len(x0), -1)).all(-1)
+    return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), x0, log_r, same, log_weight))
 
 
 def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, schedule: VPSchedule,
                    device: torch.device, reporter: Reporter, *, score_model: nn.Module | None = None,
-                   time_classifier: nn.Module | None = None,
+                   time_classifier: nn.Module | None = None, target_log_ratio: torch.Tensor | None = None,
                    evaluate: Callable[[nn.Module, int], dict[str, float]] | None = None) -> nn.Module:
     """Stage C: L = L_guidance + eta_1 L_cycle + eta_2 L_consistence, training only psi.
 
     ``log_ratio`` (m,) holds log r(x_0) of every source sample (from ``classifier_log_ratio``, or the
-    exact one for the oracle check). ``time_classifier`` is needed when eta_1 > 0 and ``score_model``
+    exact one for the oracle check); ``target_log_ratio`` (n,) the same at the target samples, needed by the
+    "pooled" target. ``time_classifier`` is needed when eta_1 > 0 and ``score_model``
     when eta_2 > 0; both stay frozen. ``evaluate(h, epoch)`` (optional) adds metrics to each report,
     e.g. the study objective so that a scheduler can stop weak trials early.
     """
@@ -431,11 +440,16 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
         raise ValueError("eta_cycle > 0 needs a time_classifier")
     if cfg.eta_consistency > 0 and score_model is None:
         raise ValueError("eta_consistency > 0 needs the source score_model")
+    if cfg.target == "pooled" and target_log_ratio is None:
+        raise ValueError("guidance.target 'pooled' needs target_log_ratio (log r at the target samples)")
     xs, xt = data["source_x"].to(device), data["target_x"].to(device)
     ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
     log_targets = ratio.log()  # once, not per step: the posterior target averages in log space
+    pool = None
+    if cfg.target == "pooled":  # same clip and scale as the source targets
+        pool = (xt, yt, target_log_ratio.to(device).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip) - log_norm)
     torch.manual_seed(cfg.seed)
     h = build_guidance(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     # The regression targets are heavy-tailed (importance weights q/p of source points), so the
@@ -461,8 +475,8 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
             idx = perm[k * bs:(k + 1) * bs].to(device)
             x_t, t, _ = _noised(xs[idx], schedule, g, cfg.time_power)
             batch_ratio = ratio[idx]
-            if cfg.target == "posterior":
-                batch_ratio = _posterior_ratio(x_t, t, idx, xs, ys, log_targets, schedule, cfg.references, g)
+            if cfg.target != "sample":
+                batch_ratio = _posterior_ratio(x_t, t, idx, xs, ys, log_targets, schedule, cfg.references, g, pool)
             loss_g = losses.guidance_regression(h(x_t, t, None if ys is None else ys[idx]), batch_ratio, cfg.loss).mean()
             loss = loss_g
             if cfg.eta_cycle > 0 or cfg.eta_consistency > 0:

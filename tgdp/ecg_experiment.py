@@ -97,11 +97,11 @@ class ECGTask:
 def simulated_roots(cfg: ECGDataConfig) -> tuple[str, str]:
     """(source dir, target dir) of the simulated sets, written once; safe when trials race (atomic rename)."""
     base = cfg.sim_dir or os.environ.get("TGDP_ECG_SIM_DIR") or os.path.join(tempfile.gettempdir(), "tgdp-ecg-sim")
-    from tgdp.data.ecg_sim import write_simulated_dataset  # noqa: PLC0415 - only needed for simulate
+    from tgdp.data.ecg_sim import SIM_VERSION, write_simulated_dataset  # noqa: PLC0415 - only needed for simulate
     roots = []
     for domain, records, seed in (("source", cfg.sim_source_records, cfg.sim_seed),
                                   ("target", cfg.sim_target_records, cfg.sim_seed + 1)):
-        final = os.path.join(base, f"{domain}-{records}-seed{seed}")
+        final = os.path.join(base, f"{domain}-{records}-seed{seed}-v{SIM_VERSION}")
         if not os.path.exists(os.path.join(final, "simulation.json")):
             os.makedirs(base, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f".{domain}-", dir=base)

@@ -8,7 +8,7 @@ Model. A beat is a sum of Gaussian bumps in time (P, septal q, R, S, ST, T), eac
 dipole; lead l sees the projection of the dipole on its lead vector (``LEAD_VECTORS``, for I, II,
 V1-V6). III, aVR, aVL, aVF are derived from I and II, so the 12 leads are consistent. Per record the
 dipoles are rotated and scaled a little (anatomy); per domain ``DomainShift`` sets lead gains, noise,
-baseline wander, heart rate and class prevalence. Class effects (CPSC codes 1-9):
+baseline wander (each with a per-record spread), heart rate and class prevalence. Class effects (CPSC codes 1-9):
 
     AF      no P waves, 4-8 Hz fibrillatory waves, irregular RR (log-normal, CV ~ 0.2), faster rate
     I-AVB   PR interval 0.28 s instead of 0.16 s
@@ -75,19 +75,30 @@ class DomainShift:
     multi_label_prob: float = 0.05  # chance of a second, compatible label
     min_seconds: float = 10.0  # shortest record
     max_seconds: float = 10.0  # longest record (lengths uniform in between)
+    noise_spread: float = 0.0  # log-sd of a per-record factor on noise_std and baseline_wander (recording conditions)
+    gain_spread: float = 0.0  # log-sd of per-record, per-lead factors on lead_gains (electrode placement)
 
     def __post_init__(self) -> None:
         if len(self.lead_gains) != 8 or len(self.class_prevalence) != 9 or min(self.class_prevalence) < 0:
             raise ValueError("lead_gains needs 8 values and class_prevalence 9 non-negative weights")
         if not 0 < self.min_seconds <= self.max_seconds or self.heart_rate <= 20:
             raise ValueError("need 0 < min_seconds <= max_seconds and heart_rate > 20 bpm")
+        if self.noise_spread < 0 or self.gain_spread < 0:
+            raise ValueError("noise_spread and gain_spread must be >= 0")
 
 
-SOURCE_SHIFT = DomainShift()  # PTB-XL-like: mostly Normal, 10 s, clean
+# The source is a broad population (many sites and devices: per-record noise, wander and electrode gains
+# vary); the target is one hospital's narrower population inside it, with its own device gains, rates and
+# class mix. Its records are therefore re-weighted source records, the setting TGDP assumes (q << p): with
+# fixed, different noise levels the two domains were separable and the density ratio degenerate.
+SIM_VERSION = 2  # bump when the simulator's output changes: cached simulated sets are keyed by it
+SOURCE_SHIFT = DomainShift(noise_std=0.025, baseline_wander=0.08, heart_rate_std=12.0, noise_spread=0.6,
+                           gain_spread=0.15)
 TARGET_SHIFT = DomainShift(  # CPSC-like: another device and population, longer noisier records
     lead_gains=(1.15, 0.9, 1.25, 1.1, 0.95, 0.9, 0.85, 0.9), noise_std=0.04, baseline_wander=0.12,
-    heart_rate=78.0, heart_rate_std=12.0, amplitude_scale=0.9,
-    class_prevalence=(0.13, 0.16, 0.10, 0.03, 0.25, 0.08, 0.10, 0.12, 0.03), min_seconds=10.0, max_seconds=15.0)
+    heart_rate=78.0, heart_rate_std=10.0, amplitude_scale=0.9,
+    class_prevalence=(0.13, 0.16, 0.10, 0.03, 0.25, 0.08, 0.10, 0.12, 0.03), min_seconds=10.0, max_seconds=15.0,
+    noise_spread=0.2, gain_spread=0.05)
 
 
 # --- generation -----------------------------------------------------------------------------------------
@@ -215,8 +226,10 @@ def simulate(labels: Sequence[tuple[int, ...]], shift: DomainShift, seed: int, *
             f = rng.uniform(4, 8)
             fib = 0.05 * np.sin(2 * np.pi * f * time + rng.uniform(0, 6.3)) * (1 + 0.5 * np.sin(2 * np.pi * 0.3 * time))
             x += (LEAD_VECTORS @ np.array([0.2, 0.5, 0.8]))[:, None] * fib[None, :] * 0.5
-        x = gains * x + shift.baseline_wander * _wander(time, rng)
-        x += shift.noise_std * rng.standard_normal(size=x.shape, dtype=np.float32)
+        record_gains = gains * rng.lognormal(0.0, shift.gain_spread, size=gains.shape) if shift.gain_spread else gains
+        level = rng.lognormal(0.0, shift.noise_spread) if shift.noise_spread else 1.0
+        x = record_gains * x + level * shift.baseline_wander * _wander(time, rng)
+        x += level * shift.noise_std * rng.standard_normal(size=x.shape, dtype=np.float32)
         out.append(to_twelve_leads(x))
     return out
 
@@ -299,7 +312,7 @@ def write_simulated_dataset(out_dir: str, domain: str, records: int, seed: int, 
         _write_ptbxl(out_dir, labels, signals, rng, hr=hr, scp_statements=scp_statements)
     else:
         _write_cpsc(out_dir, labels, simulate(labels, shift, seed), rng)
-    summary = {"domain": domain, "records": records, "seed": seed, "shift": asdict(shift), "hr": hr,
+    summary = {"domain": domain, "records": records, "seed": seed, "version": SIM_VERSION, "shift": asdict(shift), "hr": hr,
                "label_counts": {c: sum(k + 1 in l for l in labels) for k, c in enumerate(TARGET_CLASSES)}}
     with open(os.path.join(out_dir, "simulation.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)

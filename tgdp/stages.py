@@ -421,7 +421,8 @@ def _posterior_ratio(x_t, t, idx, xs, ys, log_ratio, schedule: VPSchedule, refer
         y0 = None if ys is None else torch.cat([y0, yt])
         log_weight = losses.pooled_reference_log_weights(log_r, is_source, xs.shape[0], xt.shape[0], len(ref))
     same = None if ys is None else (ys[idx].reshape(len(idx), 1, -1) == y0.reshape(1, len(x0), -1)).all(-1)
-    return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), x0, log_r, same, log_weight))
+    return torch.exp(losses.posterior_log_ratio(x_t, schedule.alpha(t), schedule.sigma(t), x0, log_r, same,
+                                                log_weight))
 
 
 def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, schedule: VPSchedule,

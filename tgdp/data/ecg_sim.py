@@ -312,8 +312,8 @@ def write_simulated_dataset(out_dir: str, domain: str, records: int, seed: int, 
         _write_ptbxl(out_dir, labels, signals, rng, hr=hr, scp_statements=scp_statements)
     else:
         _write_cpsc(out_dir, labels, simulate(labels, shift, seed), rng)
-    summary = {"domain": domain, "records": records, "seed": seed, "version": SIM_VERSION, "shift": asdict(shift), "hr": hr,
-               "label_counts": {c: sum(k + 1 in l for l in labels) for k, c in enumerate(TARGET_CLASSES)}}
+    summary = {"domain": domain, "records": records, "seed": seed, "version": SIM_VERSION, "shift": asdict(shift),
+               "hr": hr, "label_counts": {c: sum(k + 1 in l for l in labels) for k, c in enumerate(TARGET_CLASSES)}}
     with open(os.path.join(out_dir, "simulation.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     return summary

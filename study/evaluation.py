@@ -19,7 +19,6 @@ from tgdp import pipeline, stages
 from tgdp.config import GMMConfig, SampleConfig, TGDPConfig
 from tgdp.data.gmm import GMMTask
 from tgdp.metrics import guidance_grad_rmse, log_ratio_rmse, sample_metrics
-from tgdp.models import SCORE_NETS, build
 from tgdp.sampling import guided_eps
 
 REFERENCE_SIZE = 10000  # rows of a validation/test reference draw (at most)
@@ -34,7 +33,7 @@ def reference(task: GMMTask, split: str, num: int) -> torch.Tensor:
 def score_net(cfg: TGDPConfig, section: str, dim: int, state: dict[str, Any] | None = None) -> nn.Module:
     """A score net of ``cfg.<section>`` (source / vanilla / finetune), with ``state`` loaded, in eval mode."""
     c = getattr(cfg, section)
-    model = build(SCORE_NETS, c.arch, (dim,), c.width, c.depth, 2 if c.conditional else 0)
+    model = stages.build_score(c, (dim,), 2 if c.conditional else 0)  # the stage's builder: same wrappers
     if state is not None:
         model.load_state_dict(state)
     return model.eval().requires_grad_(False)

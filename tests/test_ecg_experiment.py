@@ -199,3 +199,26 @@ def test_bad_ecg_data_values_name_their_key(data, path):
 def test_ecg_experiment_entry_lists_the_metrics():
     assert EXPERIMENTS["ecg"].metrics == ECG_METRICS
     assert from_dict(ECGDataConfig, {"simulate": True}) == EXPERIMENTS["ecg"].data_config({"simulate": True}, 10, 0)
+
+
+
+@pytest.mark.parametrize("name", ["gmm", "ecg"])
+def test_adapters_rebuild_a_cached_gaussian_skip_source(name):
+    # guards the trial's restore path: each adapter rebuilds the source net with the stage's own builder, so
+    # a spec with source.gaussian_skip loads the cached weights (the GMM adapter once built the bare net)
+    from study.experiments import ADAPTERS
+    from tgdp import stages
+    from tgdp.config import GMMConfig, TGDPConfig
+    from tgdp.data.gmm import GMMTask
+
+    base = PRESETS["micro"] if name == "ecg" else TGDPConfig()
+    cfg = replace(base, source=replace(base.source, gaussian_skip=True))
+    task = GMMTask(GMMConfig(m=8, n=4))
+    data = task.draw() if name == "gmm" else {"source_x": torch.zeros(4, 8, 1000),
+                                              "source_y": torch.zeros(4, len(TARGET_CLASSES))}
+    labels = data["source_y"].shape[1] if cfg.source.conditional else 0
+    built = stages.build_score(cfg.source, tuple(data["source_x"].shape[1:]), labels).eval()
+    rebuilt = ADAPTERS[name](spec=None).source_net(cfg, task, data, built.state_dict())
+    x, t = torch.randn(2, *data["source_x"].shape[1:]), torch.full((2,), 0.5)
+    y = data["source_y"][:2] if labels else None
+    torch.testing.assert_close(rebuilt(x, t, y), built(x, t, y))

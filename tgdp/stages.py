@@ -447,10 +447,12 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
-    log_targets = ratio.log()  # once, not per step: the posterior target averages in log space
-    pool = None
-    if cfg.target == "pooled":  # same clip and scale as the source targets
-        pool = (xt, yt, target_log_ratio.to(device).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip) - log_norm)
+
+    def on_target_scale(lr: torch.Tensor) -> torch.Tensor:  # the rule of normalised_ratio_targets, in log space
+        return lr.to(device).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip) - log_norm
+
+    log_targets = on_target_scale(log_ratio)  # once, not per step: the posterior target averages in log space
+    pool = (xt, yt, on_target_scale(target_log_ratio)) if cfg.target == "pooled" else None
     torch.manual_seed(cfg.seed)
     h = build_guidance(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     # The regression targets are heavy-tailed (importance weights q/p of source points), so the

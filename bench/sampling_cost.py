@@ -5,9 +5,10 @@
 ``tgdp.pipeline.tgdp_samples`` (eps_theta - gamma sigma_t grad log h_psi: one score forward plus one
 guidance forward + backward per evaluation) against ``tgdp.pipeline.model_samples`` (one score forward),
 with the default ``ScoreConfig`` (256 x 4) source net, two guidance nets (the default ``GuidanceConfig``,
-the paper's 512 x 4, and the GMM experiment's 256 x 3) and the default ``SampleConfig`` (DPM-Solver-2, one batch of 10000; 10 steps timed, per-step cost) on the 2-D GMM, one
-thread. Weights are freshly initialised (the cost does not depend on them). Runs alternate, the median
-of each is used. Goal: guided / unguided <= 2.5.
+the paper's 512 x 4, and the GMM experiment's 256 x 3) and the default ``SampleConfig`` (DPM-Solver-2,
+one batch of 10000; 10 steps timed, per-step cost) on the 2-D GMM, one thread. Weights are freshly
+initialised (the cost does not depend on them). Runs alternate, the median of each is used.
+Goal: guided / unguided <= 2.5.
 """
 
 from __future__ import annotations
@@ -39,11 +40,10 @@ def main() -> int:
     from tgdp import pipeline, stages
     from tgdp.config import GMMConfig, GuidanceConfig, SampleConfig, ScoreConfig, to_dict
     from tgdp.data.gmm import GMMTask
+    from tgdp.gmm_experiment import GMM_GUIDANCE
 
     task = GMMTask(GMMConfig())
     shape, sched, dev = (task.cfg.dim,), task.schedule, torch.device("cpu")
-    from tgdp.gmm_experiment import GMM_GUIDANCE
-
     score_cfg = ScoreConfig()
     guide_cfgs = {"guided": GuidanceConfig(), "guided_gmm": replace(GuidanceConfig(), **GMM_GUIDANCE)}
     sample_cfg = replace(SampleConfig(), num_samples=args.samples, steps=args.steps)
@@ -51,7 +51,8 @@ def main() -> int:
     source = stages.build_score(score_cfg, shape).eval().requires_grad_(False)
     nets = {k: stages.build_guidance(c, shape).eval().requires_grad_(False) for k, c in guide_cfgs.items()}
     runs = {"unguided": lambda: pipeline.model_samples(sample_cfg, source, sched, dev, shape),
-            **{k: (lambda h=h: pipeline.tgdp_samples(sample_cfg, source, h, sched, dev, shape)) for k, h in nets.items()}}
+            **{k: (lambda h=h: pipeline.tgdp_samples(sample_cfg, source, h, sched, dev, shape))
+               for k, h in nets.items()}}
     small = replace(sample_cfg, num_samples=256, batch_size=256)  # warm-up: first-call dispatch, allocator
     pipeline.model_samples(small, source, sched, dev, shape)
     for h in nets.values():
@@ -70,7 +71,8 @@ def main() -> int:
     payload = {
         "name": "sampling_cost",
         "inputs": {"samples": args.samples, "repeats": args.repeats, "threads": args.threads,
-                   "score": to_dict(score_cfg), "guidance": {k: to_dict(c) for k, c in guide_cfgs.items()}, "sample": to_dict(sample_cfg),
+                   "score": to_dict(score_cfg), "guidance": {k: to_dict(c) for k, c in guide_cfgs.items()},
+                   "sample": to_dict(sample_cfg),
                    "evaluations_per_step": 2 if sample_cfg.solver == "dpm2" else 1},
         "environment": environment(),
         "raw_s": times,
@@ -81,8 +83,8 @@ def main() -> int:
     path = write_result("sampling_cost", payload)
     print(f"sampling_cost: {args.samples} samples, {steps} {sample_cfg.solver} steps: unguided "
           f"{per_step['unguided'] * 1e3:.1f} ms/step, guided {per_step['guided'] * 1e3:.1f} ms/step -> ratio "
-          f"{ratio:.2f} (goal <= {GOAL}: {verdict(ratio <= GOAL)}); GMM-sized guidance {per_step['guided_gmm'] * 1e3:.1f} "
-          f"ms/step -> {ratio_gmm:.2f}\n  -> {path.relative_to(ROOT)}", flush=True)
+          f"{ratio:.2f} (goal <= {GOAL}: {verdict(ratio <= GOAL)}); GMM-sized guidance "
+          f"{per_step['guided_gmm'] * 1e3:.1f} ms/step -> {ratio_gmm:.2f}\n  -> {path.relative_to(ROOT)}", flush=True)
     return 0
 
 

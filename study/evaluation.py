@@ -30,10 +30,10 @@ def reference(task: GMMTask, split: str, num: int) -> torch.Tensor:
     return task.fresh_target(min(num, REFERENCE_SIZE), split)
 
 
-def score_net(cfg: TGDPConfig, section: str, dim: int, state: dict[str, Any] | None = None) -> nn.Module:
+def score_net(cfg: TGDPConfig, section: str, task: GMMTask, state: dict[str, Any] | None = None) -> nn.Module:
     """A score net of ``cfg.<section>`` (source / vanilla / finetune), with ``state`` loaded, in eval mode."""
     c = getattr(cfg, section)
-    model = stages.build_score(c, (dim,), 2 if c.conditional else 0)  # the stage's builder: same wrappers
+    model = stages.build_score(c, (task.cfg.dim,), 2 if c.conditional else 0, task.schedule)  # the stage's builder
     if state is not None:
         model.load_state_dict(state)
     return model.eval().requires_grad_(False)

@@ -77,7 +77,7 @@ class GMMExperiment:
 
     def source_net(self, cfg: Any, task: Any, data: dict, state: dict) -> nn.Module:
         from study.evaluation import score_net
-        return score_net(cfg, "source", task.cfg.dim, state)
+        return score_net(cfg, "source", task, state)
 
     def classifier_net(self, cfg: Any, task: Any, data: dict, state: dict) -> nn.Module:
         from tgdp import stages
@@ -141,9 +141,10 @@ class ECGExperiment:
         return int(data["source_y"].shape[1])
 
     def source_net(self, cfg: Any, task: Any, data: dict, state: dict) -> nn.Module:
+        from study.trial import task_schedule
         from tgdp import stages
         model = stages.build_score(cfg.source, tuple(data["source_x"].shape[1:]),
-                                   self._labels(data) if cfg.source.conditional else 0)
+                                   self._labels(data) if cfg.source.conditional else 0, task_schedule(task))
         model.load_state_dict(state)
         return model.eval().requires_grad_(False)
 

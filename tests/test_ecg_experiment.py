@@ -204,20 +204,22 @@ def test_ecg_experiment_entry_lists_the_metrics():
 
 @pytest.mark.parametrize("name", ["gmm", "ecg"])
 def test_adapters_rebuild_a_cached_gaussian_skip_source(name):
-    # guards the trial's restore path: each adapter rebuilds the source net with the stage's own builder, so
-    # a spec with source.gaussian_skip loads the cached weights (the GMM adapter once built the bare net)
+    # guards the trial's restore path: each adapter rebuilds the source net with the stage's own builder and
+    # the task's schedule, so a spec with source.gaussian_skip loads the cached weights (the GMM adapter once
+    # built the bare net) and the skip keeps the sigma_t it was trained with (once always the default schedule's)
     from study.experiments import ADAPTERS
     from tgdp import stages
     from tgdp.config import GMMConfig, TGDPConfig
     from tgdp.data.gmm import GMMTask
+    from tgdp.schedules import VPSchedule
 
     base = PRESETS["micro"] if name == "ecg" else TGDPConfig()
     cfg = replace(base, source=replace(base.source, gaussian_skip=True))
-    task = GMMTask(GMMConfig(m=8, n=4))
+    task = GMMTask(GMMConfig(m=8, n=4), VPSchedule(beta_max=10.0))
     data = task.draw() if name == "gmm" else {"source_x": torch.zeros(4, 8, 1000),
                                               "source_y": torch.zeros(4, len(TARGET_CLASSES))}
     labels = data["source_y"].shape[1] if cfg.source.conditional else 0
-    built = stages.build_score(cfg.source, tuple(data["source_x"].shape[1:]), labels).eval()
+    built = stages.build_score(cfg.source, tuple(data["source_x"].shape[1:]), labels, task.schedule).eval()
     rebuilt = ADAPTERS[name](spec=None).source_net(cfg, task, data, built.state_dict())
     x, t = torch.randn(2, *data["source_x"].shape[1:]), torch.full((2,), 0.5)
     y = data["source_y"][:2] if labels else None

@@ -119,3 +119,19 @@ def test_gaussian_skip_alone_is_the_exact_eps_of_unit_gaussian_data():
     torch.testing.assert_close(model(x, t), sch.sigma(t)[:, None] * x)
     out = dpm_solver_2(lambda x, t: model(x, t), sch, torch.randn(20000, 3, generator=torch.Generator().manual_seed(0)))
     assert abs(out.std().item() - 1.0) < 0.03 and abs(out.mean().item()) < 0.03, (out.std(), out.mean())
+
+
+def test_train_score_gives_the_gaussian_skip_its_own_schedule():
+    # the skip's sigma_t must be the training schedule's: with the default one baked in, a non-default beta
+    # range would train and sample a residual around the wrong Gaussian eps
+    from tgdp import stages
+    from tgdp.config import ScoreConfig
+    from tgdp.reporter import MemoryReporter
+    from tgdp.schedules import VPSchedule
+
+    sch = VPSchedule(beta_min=0.5, beta_max=8.0)
+    cfg = ScoreConfig(width=8, depth=1, steps=1, batch_size=4, gaussian_skip=True)
+    model = stages.train_score(cfg, torch.randn(16, 2), None, sch, torch.device("cpu"), MemoryReporter())
+    t = torch.full((3,), 0.6)
+    torch.testing.assert_close(model.sigma(t), sch.sigma(t))
+    assert not torch.allclose(VPSchedule().sigma(t), sch.sigma(t))  # the check can tell the two apart

@@ -95,7 +95,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
     if cfg.conditional and y is None:
         raise ValueError(f"{stage}: conditional=True needs labels")
     torch.manual_seed(cfg.seed)
-    model = copy.deepcopy(init) if init is not None else build_score(cfg, tuple(x.shape[1:]), num_labels)
+    model = copy.deepcopy(init) if init is not None else build_score(cfg, tuple(x.shape[1:]), num_labels, schedule)
     model = model.to(device).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = _optimiser(model, cfg.lr, cfg.weight_decay)
@@ -226,9 +226,12 @@ def build_guidance(cfg: GuidanceConfig, shape: tuple[int, ...], num_labels: int 
     return build(GUIDANCE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
 
 
-def build_score(cfg: ScoreConfig, shape: tuple[int, ...], num_labels: int = 0) -> nn.Module:
+def build_score(cfg: ScoreConfig, shape: tuple[int, ...], num_labels: int = 0,
+                schedule: VPSchedule | None = None) -> nn.Module:
+    """The score net of ``cfg``; also reloads cached weights. ``schedule`` is the one the net is trained and
+    sampled with: the Gaussian skip's sigma_t must be that schedule's, or the skip is no longer the exact eps."""
     net = build(SCORE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
-    return GaussianSkip(net, VPSchedule().sigma) if cfg.gaussian_skip else net
+    return GaussianSkip(net, (schedule or VPSchedule()).sigma) if cfg.gaussian_skip else net
 
 
 @torch.no_grad()

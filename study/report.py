@@ -153,7 +153,8 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
         studies.append((label, study))
         for t in study.trials:
             trial_rows.append({"n": n, "seed": seed, "number": t.number, "tune_trial_id": t.user_attrs.get(
-                "tune_trial_id", ""), "state": t.state.name, **dict(zip(spec.metrics, t.values or [])),
+                "tune_trial_id", ""), "initial": bool(t.user_attrs.get("initial_trial")), "state": t.state.name,
+                **dict(zip(spec.metrics, t.values or [])),
                 **{f"param.{k}": v for k, v in t.params.items()}})
         b = best_trial(study, spec)
         res = _result(paths, label, b) if b is not None else None
@@ -241,6 +242,7 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
              description=f"best trial #{b.number} of {spec.name} for n={n} "
                          f"({', '.join(f'{m}={_fmt(v)}' for m, v in zip(spec.metrics, b.values))})")
     d["budget"] = {**d["budget"], "trials_per_n": 1}
+    d.pop("initial_trials", None)  # points of the searched space; the best one is now `fixed`
     d.setdefault("sampler", "tpe")
     if d["sampler"] == "grid":
         d["sampler"] = "random"  # an empty space has no grid

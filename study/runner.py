@@ -84,12 +84,30 @@ def make_search(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, An
 
     modes = ["min" if d == "minimize" else "max" for d in spec.directions]
     multi = spec.multi_objective
+    storage = optuna.storages.RDBStorage(paths.optuna_url)
+    if spec.initial_trials:
+        enqueue_initial_trials(spec, storage, optuna_study_name(spec, label))
     return TaggingOptunaSearch(
         space=functools.partial(define_by_run, space=dict(spec.space), constants={"_rt": rt}),
         metric=spec.metrics if multi else spec.metrics[0], mode=modes if multi else modes[0],
         sampler=make_sampler(spec.sampler, spec.space, seed=spec.sampler_seed),
         study_name=optuna_study_name(spec, label),
-        storage=optuna.storages.RDBStorage(paths.optuna_url))
+        storage=storage)
+
+
+def enqueue_initial_trials(spec: StudySpec, storage: Any, study_name: str) -> None:
+    """Queue ``spec.initial_trials`` in a *new* Optuna study: a resumed one already holds them (run, running
+    or still waiting), and queueing again would run them twice."""
+    import optuna
+
+    from study.space import initial_trial_params
+
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                directions=list(spec.directions))
+    if study.trials:
+        return
+    for point in spec.initial_trials or ():
+        study.enqueue_trial(initial_trial_params(spec.space, point), user_attrs={"initial_trial": True})
 
 
 from ray.tune.search.optuna import OptunaSearch as _OptunaSearch  # noqa: E402  (ray is a dependency)

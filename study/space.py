@@ -236,6 +236,66 @@ def _condition_issues(path: str, cond: Condition, space: Space, earlier: list[st
     return []
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, and not a bool standing in for a number (YAML true == 1 in Python)."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _is_off(p: Any, value: Any) -> bool:
+    return p.off is not None and _same(value, p.off)
+
+
+def _takes(p: Any, value: Any) -> str | None:
+    """Why ``p`` can never sample ``value`` (None when it can); the off value counts as one it takes."""
+    if _is_off(p, value):
+        return None
+    if p.kind == "categorical":
+        return None if any(_same(value, c) for c in p.choices) else f"one of {list(p.choices)}"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if p.kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"an integer in [{p.low}, {p.high}]"
+    if not number or not p.low <= value <= p.high:
+        return f"a number in [{p.low}, {p.high}]" + (f" or the off value {p.off!r}" if p.off is not None else "")
+    if p.step is not None and abs((value - p.low) / p.step - round((value - p.low) / p.step)) > 1e-9:
+        return f"low + k * step ({p.low} + k * {p.step})"
+    return None
+
+
+def check_initial_trials(space: Space, points: typing.Sequence[Mapping[str, Any]]) -> list[Issue]:
+    """Problems of ``initial_trials``: every key a searched path, every value one its parameter can take,
+    and no value for a parameter whose ``when`` the point itself switches off (it would be ignored)."""
+    issues: list[Issue] = []
+    for i, point in enumerate(points):
+        w = f"initial_trials.{i}"
+        for path in point:
+            if path not in space:
+                issues.append(Issue(f"{w}.{path}", "not a parameter of `space`", path, f"one of {list(space)}"))
+            elif (why := _takes(space[path], point[path])) is not None:
+                issues.append(Issue(f"{w}.{path}", f"a value {path} cannot take", point[path], why))
+        for path, p in space.items():
+            c = p.when
+            if path in point and c is not None and c.param in point and c.param in space:
+                value = point[c.param]
+                if not c.holds(value, _is_off(space[c.param], value)):
+                    issues.append(Issue(f"{w}.{path}", f"never sampled with {c.param} = {value!r} (its `when`)",
+                                        point[path], f"leave {path} out of this point"))
+    return issues
+
+
+def initial_trial_params(space: Space, point: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna params (off-switches included) under which ``define_by_run`` reproduces ``point``;
+    parameters the point leaves out are sampled as usual."""
+    out: dict[str, Any] = {}
+    for path, value in point.items():
+        p = space[path]
+        if p.off is not None:
+            out[switch_name(path)] = "off" if _is_off(p, value) else "on"
+            if _is_off(p, value):
+                continue
+        out[path] = float(value) if p.kind == "float" else value
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Optuna compilation
 

@@ -29,7 +29,7 @@ from study import Issue, SpecError, UserError
 from study.paths import STUDY_NAME_RULE, StudyPaths, is_safe_name
 from study.space import (
     PARAM_KINDS, SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, CategoricalParam, Condition, FloatParam, IntParam,
-    Param, check_space, params_to_overrides,
+    Param, check_initial_trials, check_space, params_to_overrides,
 )
 from tgdp.config import GMMConfig, TGDPConfig, from_dict
 
@@ -162,6 +162,9 @@ class StudySpec(_Frozen):
     # Optional so that specs without it keep their hash.
     evaluation: dict[str, Any] | None = None  # experiment evaluation overrides (ecg: UtilityConfig fields)
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
+    # Optional so that specs without it keep their hash.
+    # Queued in each new Optuna study (never again on resume), e.g. the known-good defaults.
+    initial_trials: tuple[dict[str, Any], ...] | None = Field(None, strict=False)  # points run first; see below
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     sampler_seed: int | None = 0
@@ -410,6 +413,14 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
         elif len(set(vals)) != len(vals):
             out.append(Issue(f"factors.{key}", "duplicate values", list(vals), "distinct values"))
     out.extend(check_space(spec.space, sampler=spec.sampler))
+    if spec.initial_trials and spec.sampler == "grid":
+        out.append(Issue("initial_trials", "the grid sampler runs every grid point (and Optuna refuses partial points "
+                         "with it)", len(spec.initial_trials), "leave initial_trials out, or another sampler"))
+    elif spec.initial_trials:
+        out.extend(check_initial_trials(spec.space, spec.initial_trials))
+        if len(spec.initial_trials) > spec.budget.trials_per_n:
+            out.append(Issue("initial_trials", "more initial trials than the budget runs",
+                             len(spec.initial_trials), f"at most budget.trials_per_n ({spec.budget.trials_per_n})"))
     if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         out.append(Issue("sampler", "the cmaes sampler needs the 'cmaes' package, which is not installed",
                          spec.sampler, "`pip install cmaes`, or one of " + ", ".join(s for s in SAMPLERS if s != "cmaes")))

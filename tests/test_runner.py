@@ -24,7 +24,8 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     """run -> report -> MLflow: runs, params, metrics, artefacts; status, best; nothing RUNNING."""
     from study.runner import run_study
 
-    spec = load_spec(tiny_spec(tmp_path, "e2e"))
+    point = {"guidance.eta_cycle": 0.0, "guidance.width": 16, "sample.guidance_scale": 1.25}
+    spec = load_spec(tiny_spec(tmp_path, "e2e", initial_trials=[point]))
     study = tmp_path / "studies" / "e2e"
     t0 = time.time()
     assert run_study(spec, study, None, None) == 0
@@ -66,6 +67,13 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
         ts = optuna_trials(study, f"e2e-n{n}")
         assert [x.state.name for x in ts] == ["COMPLETE", "COMPLETE"]
         assert all(x.user_attrs.get("tune_trial_id") for x in ts)
+        # the initial trial ran first, with its values (the off value as a switched-off parameter)
+        assert [x.user_attrs.get("initial_trial", False) for x in ts] == [True, False]
+        assert ts[0].params["guidance.eta_cycle:switch"] == "off" and "guidance.eta_cycle" not in ts[0].params
+        assert (ts[0].params["guidance.width"], ts[0].params["sample.guidance_scale"]) == (16, 1.25)
+    import csv as _csv
+    rows = list(_csv.DictReader((study / "report" / "trials.csv").open()))
+    assert sorted(r["initial"] for r in rows) == ["False", "False", "True", "True"]  # one per n, marked
     # stage cache: one source model for both n, classifier per n, 5 baselines per n
     cached = sorted(p.name.split("-")[0] for p in (study / "cache").glob("*.pt"))
     assert cached.count("source") == 1 and cached.count("classifier") == 2 and cached.count("baseline") == 10
@@ -104,6 +112,7 @@ def test_best_without_finished_trials_exits_2(tmp_path, capsys):
 def test_driver_sigkill_then_resume(tmp_path):
     """SIGKILL the driver after the first trial finished; `resume` keeps it and completes the rest."""
     spec = tiny_spec(tmp_path, "kill", factors={"n": [10]}, budget={"trials_per_n": 3},
+                     initial_trials=[{"guidance.width": 16}],
                      resources={"workers_per_trial": 0, "cpus_per_trial": 1, "max_concurrent_trials": 1,
                                 "num_cpus": 2})
     study = tmp_path / "studies" / "kill"
@@ -132,6 +141,7 @@ def test_driver_sigkill_then_resume(tmp_path):
     complete = [t for t in ts if t.state.name == "COMPLETE"]
     assert len(complete) == 3, [(t.number, t.state.name) for t in ts]  # the budget is met
     assert first <= {t.user_attrs["tune_trial_id"] for t in complete}  # the pre-kill trial is kept
+    assert sum(t.user_attrs.get("initial_trial", False) for t in ts) == 1  # the resume did not queue it again
     assert not [t for t in ts if t.state.name == "RUNNING"]
     uri = f"sqlite:///{study / 'mlflow.db'}"
     rs = runs(uri, "kill")

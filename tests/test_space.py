@@ -157,3 +157,34 @@ def test_describe_space_lists_every_parameter():
     assert "log" in text and "step 2" in text
 
 
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_initial_trials_run_first_with_their_values(sampler):
+    # a real Optuna study: the queued points are asked first and reproduce every value they set (the off
+    # value included); what they leave out is sampled, and later trials are the sampler's own
+    from study.space import initial_trial_params
+
+    space = {**SPACE, "sample.guidance_scale": {"kind": "float", "low": 0.5, "high": 2.0, "step": 0.25},
+             "guidance.lr": {"kind": "categorical", "choices": [1e-3, 2e-3]},
+             "guidance.eta_cycle": {"kind": "float", "low": 1e-3, "high": 10.0, "step": 1e-3, "off": 0.0}}
+    spec = make_spec(space, sampler=sampler)
+    points = [{"guidance.eta_cycle": 0.0, "guidance.width": 256, "guidance.depth": 4, "sample.guidance_scale": 1.5},
+              {"guidance.eta_cycle": 1.0, "guidance.target_batch_size": 128, "guidance.width": 64}]
+    study = optuna.create_study(sampler=make_sampler(sampler, spec.space, seed=0))
+    for point in points:
+        study.enqueue_trial(initial_trial_params(spec.space, point))
+    seen = []
+
+    def objective(trial):
+        consts = define_by_run(trial, spec.space)
+        seen.append(spec.resolved_config(10, 0, {**trial.params, **consts})[1])
+        return 0.0
+
+    study.optimize(objective, n_trials=3)
+    first, second = seen[0], seen[1]
+    assert (first.guidance.eta_cycle, first.guidance.width, first.guidance.depth, first.sample.guidance_scale) == \
+        (0.0, 256, 4, 1.5)
+    assert (second.guidance.eta_cycle, second.guidance.target_batch_size, second.guidance.width) == (1.0, 128, 64)
+    assert first.guidance.lr in (1e-3, 2e-3)  # left out: sampled
+    assert len(seen) == 3  # the budget continues with sampled trials

@@ -114,6 +114,24 @@ BAD = [
                                         "guidance.depth": {"kind": "int", "low": 1, "high": 3,
                                                            "when": {"param": "guidance.width", "equals": 64}}}),
      ["space.guidance.depth.when.equals", "got 64", "[16, 32]"]),
+    ("initial-unknown-path", _mut(initial_trials=[{"guidance.depth": 2}]),
+     ["initial_trials.0.guidance.depth", "not a parameter of `space`", "guidance.width"]),
+    ("initial-out-of-range", _mut(initial_trials=[{"sample.guidance_scale": 2.0}]),
+     ["initial_trials.0.sample.guidance_scale", "got 2.0", "a number in [0.5, 1.5]"]),
+    ("initial-not-a-choice", _mut(initial_trials=[{"guidance.width": 64}]),
+     ["initial_trials.0.guidance.width", "got 64", "one of [16, 32]"]),
+    ("initial-bool-for-number", _mut(initial_trials=[{"guidance.eta_cycle": True}]),
+     ["initial_trials.0.guidance.eta_cycle", "got True", "or the off value 0.0"]),
+    ("initial-with-grid", lambda d: _mut(sampler="grid", space={"guidance.width": d["space"]["guidance.width"]},
+                                         initial_trials=[{"guidance.width": 16}])(d),
+     ["initial_trials", "grid sampler runs every grid point", "another sampler"]),
+    ("initial-more-than-budget", _mut(initial_trials=[{}, {}, {}]),
+     ["initial_trials", "got 3", "at most budget.trials_per_n (2)"]),
+    ("initial-never-sampled", lambda d: _mut(initial_trials=[{"guidance.width": 32, "guidance.depth": 2}])(
+        _space(**{"guidance.width": {"kind": "categorical", "choices": [16, 32]},
+                  "guidance.depth": {"kind": "int", "low": 1, "high": 3,
+                                     "when": {"param": "guidance.width", "equals": 16}}})(d)),
+     ["initial_trials.0.guidance.depth", "never sampled with guidance.width = 32", "leave guidance.depth out"]),
 ]
 
 
@@ -280,3 +298,18 @@ def test_spec_and_errors_pickle(tmp_path):
                                                 "budget": {"trials_per_n": 1}}, "p.yaml").value
     again = pickle.loads(pickle.dumps(err))
     assert str(again) == str(err) and again.issues == err.issues and "p.yaml: factors.n.0" in str(again)
+
+
+def test_initial_trials_become_optuna_params_with_switches():
+    # the off value turns the switch off (no value sampled); an int for a float parameter is accepted as a float
+    from study.space import initial_trial_params
+
+    d = base()
+    d["initial_trials"] = [{"guidance.eta_cycle": 0.0, "guidance.eta_consistency": 0.01, "sample.guidance_scale": 1}]
+    spec = parse_spec(d, "smoke.yaml")
+    params = initial_trial_params(spec.space, spec.initial_trials[0])
+    assert params == {"guidance.eta_cycle:switch": "off", "guidance.eta_consistency:switch": "on",
+                      "guidance.eta_consistency": 0.01, "sample.guidance_scale": 1.0}
+    assert isinstance(params["sample.guidance_scale"], float)
+    assert spec_hash(spec) != spec_hash(parse_spec(base(), "smoke.yaml"))  # part of the frozen spec
+    assert "initial_trials" not in yaml.safe_load(dump_spec(parse_spec(base(), "smoke.yaml")))  # old hashes kept

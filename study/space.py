@@ -251,11 +251,10 @@ def _takes(p: Any, value: Any) -> str | None:
         return None
     if p.kind == "categorical":
         return None if any(_same(value, c) for c in p.choices) else f"one of {list(p.choices)}"
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if p.kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-        return f"an integer in [{p.low}, {p.high}]"
-    if not number or not p.low <= value <= p.high:
-        return f"a number in [{p.low}, {p.high}]" + (f" or the off value {p.off!r}" if p.off is not None else "")
+    numeric = int if p.kind == "int" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, numeric) or not p.low <= value <= p.high:
+        return (f"{'an integer' if p.kind == 'int' else 'a number'} in [{p.low}, {p.high}]"
+                + (f" or the off value {p.off!r}" if p.off is not None else ""))
     if p.step is not None and abs((value - p.low) / p.step - round((value - p.low) / p.step)) > 1e-9:
         return f"low + k * step ({p.low} + k * {p.step})"
     return None
@@ -287,12 +286,11 @@ def initial_trial_params(space: Space, point: Mapping[str, Any]) -> dict[str, An
     parameters the point leaves out are sampled as usual."""
     out: dict[str, Any] = {}
     for path, value in point.items():
-        p = space[path]
+        p, off = space[path], _is_off(space[path], value)
         if p.off is not None:
-            out[switch_name(path)] = "off" if _is_off(p, value) else "on"
-            if _is_off(p, value):
-                continue
-        out[path] = float(value) if p.kind == "float" else value
+            out[switch_name(path)] = "off" if off else "on"
+        if not off:
+            out[path] = float(value) if p.kind == "float" else value
     return out
 
 

@@ -162,8 +162,7 @@ class StudySpec(_Frozen):
     # Optional so that specs without it keep their hash.
     evaluation: dict[str, Any] | None = None  # experiment evaluation overrides (ecg: UtilityConfig fields)
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
-    # Optional so that specs without it keep their hash.
-    # Queued in each new Optuna study (never again on resume), e.g. the known-good defaults.
+    # Queued in each new Optuna study (never again on resume); optional so that specs without it keep their hash.
     initial_trials: tuple[dict[str, Any], ...] | None = Field(None, strict=False)  # points run first; see below
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]

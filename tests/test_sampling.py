@@ -60,6 +60,34 @@ def test_source_eps_plus_exact_guidance_reproduces_target(gmm_task, draws):
                                rtol=1e-4, atol=1e-4)
 
 
+def test_exact_guidance_cut_off_above_t_half_still_reproduces_target(gmm_task, draws):
+    # h* -> 1 as t -> 1, so on this testbed the guidance above t = 0.5 (alpha_t <= 0.28) carries almost
+    # nothing: dropping it (the GMM experiment's guidance_t_max) must keep the exact sampler exact
+    eps = guided_eps(gmm_task.exact_eps("source"), gmm_task.grad_log_h_star, gmm_task.schedule, 1.0, t_max=0.5)
+    _check_target(dpm_solver_2(eps, gmm_task.schedule, draws["noise"], steps=25), gmm_task, draws)
+    # guards that the cut-off is real: cut at t = 0.05, the samples stay far from q
+    early = guided_eps(gmm_task.exact_eps("source"), gmm_task.grad_log_h_star, gmm_task.schedule, 1.0, t_max=0.05)
+    assert metrics.energy_distance(dpm_solver_2(early, gmm_task.schedule, draws["noise"], steps=25),
+                                   draws["ref"]) > 20 * draws["tol"]
+
+
+def test_guidance_cut_off_is_the_plain_eps_above_t_max_and_skips_the_guidance_net(gmm_task):
+    calls = []
+
+    def grad(x, t):
+        calls.append(float(t[0]))
+        return gmm_task.grad_log_h_star(x, t)
+
+    eps = guided_eps(gmm_task.exact_eps("source"), grad, gmm_task.schedule, 1.0, t_max=0.5)
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(2))
+    late, early = torch.full((16,), 0.7), torch.full((16,), 0.3)
+    torch.testing.assert_close(eps(x, late), gmm_task.exact_eps("source")(x, late))
+    torch.testing.assert_close(eps(x, early), gmm_task.exact_eps("target")(x, early), rtol=1e-4, atol=1e-4)
+    assert calls == [pytest.approx(0.3)]  # the guidance net is not evaluated where it is cut off
+    mixed = torch.cat([late[:8], early[8:]])  # per-sample times: each row follows its own t
+    torch.testing.assert_close(eps(x, mixed)[:8], gmm_task.exact_eps("source")(x[:8], late[:8]))
+
+
 def test_flipped_guidance_sign_does_not_reproduce_target(gmm_task, draws):
     eps = guided_eps(gmm_task.exact_eps("source"), gmm_task.grad_log_h_star, gmm_task.schedule, scale=-1.0)
     x = dpm_solver_2(eps, gmm_task.schedule, draws["noise"], steps=25)

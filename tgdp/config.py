@@ -157,12 +157,15 @@ class SampleConfig:
     steps: int = 25  # solver steps (dpm2: 2 evaluations per step)
     num_samples: int = 10000  # samples to draw
     guidance_scale: float = 1.0  # gamma, multiplies the guidance term
+    guidance_t_max: float = 1.0  # guidance only for t <= this (h* -> 1 as t -> 1; a learned h extrapolates there)
     batch_size: int = 10000  # samples per forward pass
     seed: int = 0  # initial-noise seed
 
     def __post_init__(self) -> None:
-        _check(self, positive=("steps", "num_samples", "batch_size"), non_negative=("guidance_scale", "seed"),
-               choices={"solver": ("dpm2", "ddpm")})
+        _check(self, positive=("steps", "num_samples", "batch_size", "guidance_t_max"),
+               non_negative=("guidance_scale", "seed"), choices={"solver": ("dpm2", "ddpm")})
+        if self.guidance_t_max > 1:
+            raise ValueError(f"guidance_t_max: must be in (0, 1] (diffusion time); got {self.guidance_t_max!r}")
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,8 @@ def tgdp_samples(cfg: SampleConfig, source_model: nn.Module, h: nn.Module, sched
                  scale: float | None = None) -> torch.Tensor:
     """Guided samples: eps_theta - gamma sigma_t grad log h_psi."""
     gamma = cfg.guidance_scale if scale is None else scale
-    return sample_eps(cfg, lambda y: stages.tgdp_eps(source_model, h, schedule, gamma, y), shape, schedule,
-                      device, labels)
+    return sample_eps(cfg, lambda y: stages.tgdp_eps(source_model, h, schedule, gamma, y, cfg.guidance_t_max),
+                      shape, schedule, device, labels)
 
 
 def model_samples(cfg: SampleConfig, model: nn.Module, schedule: VPSchedule, device: torch.device,

@@ -16,16 +16,21 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def guided_eps(eps_fn: EpsFn, grad_log_h_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               schedule: VPSchedule, scale: float = 1.0) -> EpsFn:
-    """eps_target = eps_theta(x_t, t) - scale * sigma_t * grad_x log h(x_t, t).
+               schedule: VPSchedule, scale: float = 1.0, t_max: float = 1.0) -> EpsFn:
+    """eps_target = eps_theta(x_t, t) - scale * sigma_t * grad_x log h(x_t, t), the guidance only where t <= t_max.
 
     From s = -eps / sigma and grad log q_t = grad log p_t + grad log h*; the minus sign and the
-    sigma_t factor are both required (the public code drops or flips them).
+    sigma_t factor are both required (the public code drops or flips them). h* -> 1 as t -> 1, so a
+    ``t_max`` < 1 drops only the large-t part, where a learned h has nothing to fit and extrapolates.
     """
 
     def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        sigma = schedule.sigma(t).reshape(-1, *([1] * (x.dim() - 1)))
-        return eps_fn(x, t) - scale * sigma * grad_log_h_fn(x, t)
+        on = t <= t_max
+        if not bool(on.any()):  # the solvers step a whole batch at one t: skip the guidance net
+            return eps_fn(x, t)
+        shape = (-1, *([1] * (x.dim() - 1)))
+        weight = scale * schedule.sigma(t).reshape(shape) * on.to(x.dtype).reshape(shape)
+        return eps_fn(x, t) - weight * grad_log_h_fn(x, t)
 
     return eps
 

@@ -543,9 +543,9 @@ def guidance_grad(h: nn.Module, y: torch.Tensor | None = None) -> Callable[[torc
 
 
 def tgdp_eps(score_model: nn.Module, h: nn.Module, schedule: VPSchedule, scale: float,
-             y: torch.Tensor | None = None) -> EpsFn:
-    """The guided target eps: eps_theta - scale * sigma_t * grad log h_psi."""
-    return guided_eps(model_eps(score_model, y), guidance_grad(h, y), schedule, scale)
+             y: torch.Tensor | None = None, t_max: float = 1.0) -> EpsFn:
+    """The guided target eps: eps_theta - scale * sigma_t * grad log h_psi (for t <= t_max)."""
+    return guided_eps(model_eps(score_model, y), guidance_grad(h, y), schedule, scale, t_max)
 
 
 def sample(cfg: SampleConfig, make_eps: Callable[[slice], EpsFn], shape: tuple[int, ...], schedule: VPSchedule,

@@ -1,4 +1,4 @@
-"""Why TGDP ties or loses against vanilla at n <= 100 on the GMM: a diagnostic of the ratio, not a tuning.
+"""What the learned ratio alone allows on the GMM (against the n points and the exact ratio): a diagnostic.
 
     .venv/bin/python bench/gmm_ratio_limit.py [--seeds 0 1 2 3 4 5] [--n 10 100 1000]   (~2 min on 2 cores)
 

@@ -41,9 +41,9 @@ def pooled_draw(data: dict, log_ratio_fn, seed: int) -> torch.Tensor:
     """DRAWS points of the pooled training set, resampled with the pooled target's t = 0 weights."""
     x = torch.cat([data["source_x"], data["target_x"]])
     m, n = data["source_x"].shape[0], data["target_x"].shape[0]
-    clip = GuidanceConfig().log_ratio_clip
-    _, log_norm = stages.normalised_ratio_targets(log_ratio_fn(data["source_x"]).double(), clip)
-    log_r = log_ratio_fn(x).double().clamp(-clip, clip) - log_norm  # the scale train_guidance puts r on
+    clip, log_r = GuidanceConfig().log_ratio_clip, log_ratio_fn(x).double()
+    _, log_norm = stages.normalised_ratio_targets(log_r[:m], clip)
+    log_r = stages.log_ratio_on_target_scale(log_r, clip, log_norm)  # the scale train_guidance puts r on
     is_source = torch.cat([torch.ones(m, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)])
     log_w = log_r + losses.pooled_reference_log_weights(log_r, is_source, m, n, m)
     g = torch.Generator().manual_seed(seed)

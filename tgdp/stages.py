@@ -401,9 +401,14 @@ def normalised_ratio_targets(log_ratio: torch.Tensor, clip: float) -> tuple[torc
     (E_p[q/p] = 1). grad log h is invariant to this scale; the cycle targets (from the balanced
     time classifier) have source mean 1 already.
     """
-    clipped = log_ratio.clamp(-clip, clip)
-    log_norm = float(torch.logsumexp(clipped, 0) - math.log(clipped.numel()))
-    return torch.exp(clipped - log_norm), log_norm
+    log_norm = float(torch.logsumexp(log_ratio.clamp(-clip, clip), 0) - math.log(log_ratio.numel()))
+    return torch.exp(log_ratio_on_target_scale(log_ratio, clip, log_norm)), log_norm
+
+
+def log_ratio_on_target_scale(log_ratio: torch.Tensor, clip: float, log_norm: float) -> torch.Tensor:
+    """The rule of ``normalised_ratio_targets`` in log space, for any points (source or target): clip, then
+    divide by the source mean ``log_norm`` it returned."""
+    return log_ratio.clamp(-clip, clip) - log_norm
 
 
 @torch.no_grad()
@@ -450,12 +455,11 @@ def train_guidance(cfg: GuidanceConfig, data: dict, log_ratio: torch.Tensor, sch
     ys, yt = _labels(data, "source_y", cfg.conditional), _labels(data, "target_y", cfg.conditional)
     ys, yt = (ys.to(device), yt.to(device)) if cfg.conditional else (None, None)
     ratio, log_norm = normalised_ratio_targets(log_ratio.to(device), cfg.log_ratio_clip)
-
-    def on_target_scale(lr: torch.Tensor) -> torch.Tensor:  # the rule of normalised_ratio_targets, in log space
-        return lr.to(device).clamp(-cfg.log_ratio_clip, cfg.log_ratio_clip) - log_norm
-
-    log_targets = on_target_scale(log_ratio)  # once, not per step: the posterior target averages in log space
-    pool = (xt, yt, on_target_scale(target_log_ratio)) if cfg.target == "pooled" else None
+    # once, not per step: the posterior target averages in log space
+    log_targets = log_ratio_on_target_scale(log_ratio.to(device), cfg.log_ratio_clip, log_norm)
+    pool = None
+    if cfg.target == "pooled":
+        pool = (xt, yt, log_ratio_on_target_scale(target_log_ratio.to(device), cfg.log_ratio_clip, log_norm))
     torch.manual_seed(cfg.seed)
     h = build_guidance(cfg, tuple(xs.shape[1:]), _num_labels(data, cfg.conditional)).to(device).train()
     # The regression targets are heavy-tailed (importance weights q/p of source points), so the

@@ -190,3 +190,32 @@ def test_train_score_runs_with_sssd(conditional):
     assert isinstance(model, SSSD) and not model.training
     out = model(x[:2], torch.full((2,), 0.5), y[:2] if conditional else None)
     assert out.shape == (2, 8, 64)
+
+
+def test_bf16_precision_runs_the_sssd_under_autocast_and_keeps_the_ffts_in_float32(monkeypatch):
+    # precision="bf16": the same weights give float32 eps within bf16 rounding of the fp32 net, the convolutions
+    # really run in bf16 (else the error would be ~1e-7), and the FFT convolution sees float32 inputs.
+    from tgdp import stages
+    from tgdp.models import sssd as sssd_module
+
+    x, t, y = _batch(length=64, labels=3)
+    cfg = ScoreConfig(arch="sssd", width=16, depth=2, conditional=True)
+    torch.manual_seed(0)
+    fp32 = stages.build_score(cfg, (8, 64), 3)
+    bf16 = stages.build_score(ScoreConfig(**{**cfg.__dict__, "precision": "bf16"}), (8, 64), 3)
+    for p in fp32.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    bf16.net.load_state_dict(fp32.state_dict())
+    conv_in, rfft_in = [], []
+    inner_conv, inner_rfft = sssd_module.fft_conv, torch.fft.rfft
+    monkeypatch.setattr(sssd_module, "fft_conv", lambda u, k: conv_in.append(u.dtype) or inner_conv(u, k))
+    monkeypatch.setattr(torch.fft, "rfft", lambda v, **kw: rfft_in.append(v.dtype) or inner_rfft(v, **kw))
+    ref, out = fp32(x, t, y), bf16(x, t, y)
+    assert out.dtype == torch.float32 and conv_in[-1] == torch.bfloat16  # bf16 reaches the S4D layer,
+    assert set(rfft_in) == {torch.float32}  # but cuFFT has no bf16: the transforms run in float32
+    err = ((out - ref).norm() / ref.norm()).item()
+    assert 1e-4 < err < 5e-2, err
+    out.square().mean().backward()  # ...and the training graph goes through the casts
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in bf16.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        ScoreConfig(precision="fp16")

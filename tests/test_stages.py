@@ -269,3 +269,13 @@ def test_cross_fitted_classifier_has_one_member_per_fold_and_averages_their_logi
     reloaded.load_state_dict(clf.state_dict())
     with torch.no_grad():
         assert torch.allclose(reloaded.eval()(x), clf(x))
+
+
+def test_classifier_log_ratio_moves_the_labels_to_the_data_device():
+    # The GPU check found the labels left on the CPU while x and the net were on CUDA. The meta device raises on
+    # the same mismatch, so the CPU suite guards it.
+    from tgdp.models import CLASSIFIER_NETS, build
+
+    net = build(CLASSIFIER_NETS, "cnn", (8, 24), 8, 2, 3).to("meta")
+    x, y = torch.randn(5, 8, 24, device="meta"), torch.ones(5, 3)
+    assert stages.classifier_log_ratio(net, x, y).device.type == "meta"

@@ -66,11 +66,13 @@ class ScoreConfig:
     report_every: int = 500  # steps between reports/checkpoints
     conditional: bool = False  # label-conditional model s(x_t, y, t)
     gaussian_skip: bool = False  # eps = sigma_t x_t + net(...): for data normalised to unit variance (ECG)
+    precision: str = "fp32"  # "fp32" or "bf16" (the net under bf16 autocast, training and sampling; FFTs fp32)
     seed: int = 0  # init and minibatch seed
 
     def __post_init__(self) -> None:
         _check(self, positive=("width", "steps", "batch_size", "lr", "report_every"),
-               non_negative=("depth", "weight_decay", "seed"), fractions=("ema",))
+               non_negative=("depth", "weight_decay", "seed"), fractions=("ema",),
+               choices={"precision": ("fp32", "bf16")})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from torch import nn
 from tgdp import distributed as D
 from tgdp import losses
 from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TimeClassifierConfig
-from tgdp.models import CLASSIFIER_NETS, GUIDANCE_NETS, SCORE_NETS, TIME_CLASSIFIER_NETS, GaussianSkip, build
+from tgdp.models import (CLASSIFIER_NETS, GUIDANCE_NETS, SCORE_NETS, TIME_CLASSIFIER_NETS, Autocast, GaussianSkip,
+                         build)
 from tgdp.reporter import Reporter
 from tgdp.sampling import SOLVERS, EpsFn, guided_eps
 from tgdp.schedules import VPSchedule
@@ -231,6 +232,7 @@ def build_score(cfg: ScoreConfig, shape: tuple[int, ...], num_labels: int = 0,
     """The score net of ``cfg``; also reloads cached weights. ``schedule`` is the one the net is trained and
     sampled with: the Gaussian skip's sigma_t must be that schedule's, or the skip is no longer the exact eps."""
     net = build(SCORE_NETS, cfg.arch, tuple(shape), cfg.width, cfg.depth, num_labels)
+    net = Autocast(net) if cfg.precision == "bf16" else net
     return GaussianSkip(net, (schedule or VPSchedule()).sigma) if cfg.gaussian_skip else net
 
 
@@ -285,7 +287,7 @@ def fit_ratio_tilt(members: list[nn.Module], held_out: list[torch.Tensor], data:
     xs, xt = data["source_x"].to(device), data["target_x"].to(device)
     ys = data.get("source_y").to(device) if conditional else None
     yt = data.get("target_y").to(device) if conditional else None
-    gammas = torch.linspace(0.05, 1.0, 20, dtype=torch.float64)
+    gammas = torch.linspace(0.05, 1.0, 20, dtype=torch.float64, device=device)
     objective = torch.zeros_like(gammas)
     for member, idx in zip(members, held_out):
         idx = idx.to(device)
@@ -386,7 +388,8 @@ def train_time_classifier(cfg: TimeClassifierConfig, data: dict, schedule: VPSch
 def classifier_log_ratio(classifier: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                          batch_size: int = 8192) -> torch.Tensor:
     """log r(x) = -logit c(x) for every row of x (batched, no grad)."""
-    out = [losses.log_ratio_from_logits(classifier(x[i:i + batch_size], None if y is None else y[i:i + batch_size]))
+    out = [losses.log_ratio_from_logits(classifier(x[i:i + batch_size],
+                                                   None if y is None else y[i:i + batch_size].to(x.device)))
            for i in range(0, x.shape[0], batch_size)]
     return torch.cat(out)
 

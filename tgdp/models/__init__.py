@@ -42,6 +42,19 @@ class GaussianSkip(torch.nn.Module):
         return self.sigma(t).reshape(-1, *([1] * (x.dim() - 1))) * x + self.net(x, t, y)
 
 
+class Autocast(torch.nn.Module):
+    """Runs ``net`` under bf16 autocast on the input's device and returns float32: mixed precision for the
+    big score nets (the matmuls and convolutions in bf16, reductions and normalisations in float32)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t, y=None):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.net(x, t, y).float()
+
+
 def build(registry: dict[str, Callable[..., torch.nn.Module]], arch: str, shape: tuple[int, ...], width: int,
           depth: int, num_labels: int = 0) -> torch.nn.Module:
     """Construct ``registry[arch]``; unknown keys raise a ValueError listing the known ones."""

@@ -96,6 +96,7 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     sum_{j>i} k2[j-i-1] u[j]. Zero-padding to 2L removes the circular wrap-around.
     """
     L = u.shape[-1]
+    u = u.float()  # cuFFT has no bf16 (and fp16 only for powers of two): under autocast the FFTs stay fp32
     if k.dim() == 3:
         k = F.pad(k[0], (0, L)) + F.pad(k[1].flip(-1), (L, 0))  # (H, 2L): causal part then flipped tail
     k_f = torch.fft.rfft(k, n=2 * L)

@@ -1,7 +1,8 @@
 """GPU check: the paper-size SSSD (36 x 256) trained and guided-sampled under Ray Train with use_gpu.
 
     .venv/bin/python bench/gpu_check.py --prepare            # here (CPU): simulated ECG data -> .gpucheck/
-    python bench/gpu_check.py [--steps 40] [--out DIR]       # on a GPU machine (carry .gpucheck)
+    python bench/gpu_check.py [--precision bf16] [--out DIR] # on a GPU machine (carry .gpucheck)
+    .venv/bin/python bench/gpu_check.py --cpu --preset micro --steps 2 --samples 8   # dry run of the script
 
 One ``TorchTrainer(num_workers=1, use_gpu=True)`` run (NCCL process group) runs the project's own stages
 with the ``paper`` preset widths on simulated records (8 leads x 1000 samples, 9 labels, normalised as
@@ -80,7 +81,8 @@ def _worker(config: dict) -> None:
     cfg = replace(cfg, source=replace(cfg.source, precision=config["precision"]))
     schedule, shape = VPSchedule(), tuple(data["source_x"].shape[1:])
     rep = MemoryReporter()
-    res: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "backend": dist.get_backend(),
+    res: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                 "backend": dist.get_backend(),
                  "world_size": dist.get_world_size(), "all_reduce_probe": probe.item(),
                  "data": {k: list(v.shape) for k, v in data.items()}}
 
@@ -121,7 +123,8 @@ def _worker(config: dict) -> None:
         x, s, mem = _timed(device, fn)
         if tuple(x.shape) != (sample_cfg.num_samples, *shape) or not torch.isfinite(x).all():
             raise RuntimeError(f"{name} samples: shape {tuple(x.shape)}, finite {bool(torch.isfinite(x).all())}")
-        res[f"sample_{name}"] = {"precision": cfg.source.precision, "solver": f"{sample_cfg.solver}, {sample_cfg.steps} steps",
+        res[f"sample_{name}"] = {"precision": cfg.source.precision,
+                                 "solver": f"{sample_cfg.solver}, {sample_cfg.steps} steps",
                                  "samples": sample_cfg.num_samples, "seconds": s,
                                  "samples_per_s": sample_cfg.num_samples / s, "peak_gib": mem,
                                  "std": float(x.std())}

@@ -85,7 +85,8 @@ def measure(variant: str, steps: int) -> dict:
         torch.cuda.synchronize()
     eval_s = (time.perf_counter() - t0) / steps
     res = {"train_step_s": train_s, "train_steps_per_s": 1 / train_s, "train_peak_gib": train_peak,
-           "final_loss": loss.item(), "eval_batch_s": eval_s, "eval_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+           "final_loss": loss.item(), "eval_batch_s": eval_s,
+           "eval_peak_gib": torch.cuda.max_memory_allocated() / 2**30,
            "out_finite": bool(torch.isfinite(out).all())}
     del model, opt
     torch.cuda.empty_cache()

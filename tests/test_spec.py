@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,16 @@ def test_default_study_searches_the_required_knobs():
     assert spec.factors.n == (10, 100, 1000)
     mo = load_spec(ROOT / "search_spaces" / "gmm_multiobjective.yaml")
     assert mo.multi_objective and mo.sampler == "nsga2"
+
+
+def test_default_study_fixes_what_the_fixed_config_experiment_fixes():
+    # gmm.yaml repeats tgdp-study gmm's classifier budget and guidance cut-off: a change to one must reach both
+    from tgdp.gmm_experiment import GMM_CLASSIFIER, GMM_SAMPLE, default_config
+
+    base, fixed = load_spec(ROOT / "search_spaces" / "gmm.yaml").base_config(), default_config(0)
+    assert {k: getattr(base.classifier, k) for k in GMM_CLASSIFIER} == GMM_CLASSIFIER
+    assert {k: getattr(base.sample, k) for k in GMM_SAMPLE} == GMM_SAMPLE
+    assert base.classifier == replace(fixed.classifier, seed=base.classifier.seed)
 
 
 def test_spec_is_frozen():

@@ -4,7 +4,7 @@
 
 With a perfect guidance net, guided sampling reaches the law that the pooled guidance target reweights to:
 the m source and n target training points, each weighted by r / (m + n r) (``losses.pooled_reference_log_weights``
-at t = 0). This script draws from that weighted measure for the *learned* ratio (the default classifier) and for
+at t = 0). This script draws from that weighted measure for the *learned* ratio (the GMM experiment's classifier) and for
 the *exact* one, and compares both with the n-point empirical measure, the best that vanilla can memorise.
 All three are scored against the same 10000-point test draw of the true target:
 - energy distance, and its within-mode part (each target mode's samples against that mode's true samples);
@@ -20,7 +20,6 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, write_result  # noqa: E402
 
 from tgdp import losses, metrics, stages  # noqa: E402
-from tgdp.config import ClassifierConfig, GMMConfig, GuidanceConfig  # noqa: E402
+from tgdp.config import GMMConfig, GuidanceConfig  # noqa: E402
 from tgdp.data.gmm import GMMTask  # noqa: E402
+from tgdp.gmm_experiment import default_config  # noqa: E402
 from tgdp.reporter import MemoryReporter  # noqa: E402
 
 DRAWS = 10000
@@ -61,7 +61,7 @@ def within_mode_energy(task: GMMTask, x: torch.Tensor, ref: torch.Tensor) -> flo
 def one(n: int, seed: int) -> dict:
     task = GMMTask(GMMConfig(n=n, seed=seed))
     data, ref = task.draw("train"), task.fresh_target(DRAWS, "test")
-    clf = stages.train_classifier(replace(ClassifierConfig(), seed=seed), data, torch.device("cpu"), MemoryReporter())
+    clf = stages.train_classifier(default_config(seed).classifier, data, torch.device("cpu"), MemoryReporter())
     measures = {"empirical": data["target_x"],
                 "learned_ratio": pooled_draw(data, lambda x: stages.classifier_log_ratio(clf, x), seed),
                 "exact_ratio": pooled_draw(data, task.log_ratio, seed)}

@@ -18,7 +18,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -52,14 +52,20 @@ def _load_study(paths: StudyPaths, name: str):
                         "restore it from a backup or start a new study") from None
 
 
-def best_trial(study, spec: StudySpec):
-    """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective), or None."""
+def best_trial(study, spec: StudySpec, finished: Callable[[Any], bool] | None = None):
+    """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective), or None.
+
+    With ``finished``, only trials that ran to their final evaluation compete when there are any: an
+    ASHA-stopped trial's value is an epoch-E' proxy on fewer samples, and it has no test-draw result."""
     import optuna
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+    if finished is not None:
+        done = [t for t in done if finished(t)] or done
     if not done:
         return None
-    pool = study.best_trials if spec.multi_objective else done
+    front = {t.number for t in study.best_trials} if spec.multi_objective else set()
+    pool = [t for t in done if t.number in front] or done
     sign = 1 if spec.directions[0] == "minimize" else -1
     pool = [t for t in pool if t.values and math.isfinite(t.values[0])] or pool
     return min(pool, key=lambda t: sign * t.values[0])
@@ -86,7 +92,7 @@ def status(study_dir: str | Path) -> str:
         shown = ", ".join(f"{c} {s.lower()}" for s, c in sorted(counts.items())) or "no trials yet"
         lines.append(f"  {label}: {shown} (of {spec.budget.trials_per_n})"
                      + ("  [done]" if (paths.root / "trials" / label / "DONE").is_file() else ""))
-        b = best_trial(study, spec)
+        b = best_trial(study, spec, _finished(paths, label))
         if b is not None:
             vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(spec.metrics, b.values))
             lines.append(f"    best: trial #{b.number} ({b.user_attrs.get('tune_trial_id', '?')}) {vals}  "
@@ -94,12 +100,23 @@ def status(study_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _result_path(paths: StudyPaths, label: str, trial) -> Path | None:
+    """Where the trial's final evaluation is saved (None for a trial Tune never named)."""
+    from study.trial import RESULT_FILE
+
+    tid = trial.user_attrs.get("tune_trial_id")
+    return paths.root / "trials" / label / str(tid) / RESULT_FILE if tid else None
+
+
+def _finished(paths: StudyPaths, label: str) -> Callable[[Any], bool]:
+    return lambda t: (p := _result_path(paths, label, t)) is not None and p.is_file()
+
+
 def _result(paths: StudyPaths, label: str, trial) -> dict[str, Any] | None:
     import torch
 
-    tid = trial.user_attrs.get("tune_trial_id")
-    p = paths.root / "trials" / label / str(tid) / "result.pt"
-    return torch.load(p, map_location="cpu", weights_only=True) if tid and p.is_file() else None
+    p = _result_path(paths, label, trial)
+    return torch.load(p, map_location="cpu", weights_only=True) if p is not None and p.is_file() else None
 
 
 def _baselines(spec: StudySpec, cache_dir: Path, n: int, seed: int) -> list[dict[str, Any]]:
@@ -142,7 +159,7 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     tracking_uri = tracking_uri or state.get("tracking_uri", paths.mlflow_url)
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
-    summary, trial_rows, panels, figures, studies = [], [], [], [], []
+    summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
     for n, seed, label in _units(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
         for e in _baselines(spec, cache_dir, n, seed):
@@ -156,19 +173,22 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
                 "tune_trial_id", ""), "initial": bool(t.user_attrs.get("initial_trial")), "state": t.state.name,
                 **dict(zip(spec.metrics, t.values or [])),
                 **{f"param.{k}": v for k, v in t.params.items()}})
-        b = best_trial(study, spec)
+        b = best_trial(study, spec, _finished(paths, label))
         res = _result(paths, label, b) if b is not None else None
         if res is not None:
             summary.append({"method": "tgdp (best)", "n": n, "seed": seed, "trial": res["trial_id"], **res["test"]})
             panels.insert(len(panels) - len(_baselines(spec, cache_dir, n, seed)),
                           (f"TGDP best n={n}", res["samples"], res["data"]))
+        elif b is not None:  # every trial of this n was stopped early (or the run is still going)
+            missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
+                           f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
         figures += plots.optuna_plots(study, out, label)
     from study.experiments import experiment_for
 
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics]
     (out / "summary.csv").write_text(_csv(summary, cols))
     md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"
-          + _table_md(summary, cols))
+          + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else ""))
     (out / "summary.md").write_text(md)
     tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
     (out / "trials.csv").write_text(_csv(trial_rows, tcols))
@@ -227,7 +247,7 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
     found = []
     for nn, seed, label in _units(spec):
         study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
-        if study is not None and (b := best_trial(study, spec)) is not None:
+        if study is not None and (b := best_trial(study, spec, _finished(paths, label))) is not None:
             found.append((b, seed))
     if not found:
         raise UserError(f"no finished trial for n={n} in {paths.root} yet (see `tgdp-study status {paths.root}`)")

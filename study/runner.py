@@ -143,6 +143,7 @@ class TaggingOptunaSearch(_OptunaSearch):
 # --- the Tune callback: progress lines and MLflow, in the driver -------------------------------------------
 
 from ray.tune import Callback as _TuneCallback  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
 
 class StudyCallback(_TuneCallback):
@@ -388,9 +389,29 @@ def _sigint_watch() -> Iterator[Any]:
         signal.signal(signal.SIGINT, previous)
 
 
+class KeepInitialTrialsASHA(ASHAScheduler):
+    """ASHA that never stops a spec's initial trial: those are the reference points (the library defaults) the
+    study promises to report. Their results still fill the rungs that the other trials are compared against.
+    (Measured: with 3 trials per n, ASHA stopped the initial trial at epoch 4 for 0.00007 of energy distance
+    behind a trial that then ended at 0.0144, 5x worse.)"""
+
+    def __init__(self, initial: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.initial = initial
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        from study.trial import trial_params
+
+        decision = super().on_trial_result(tune_controller, trial, result)
+        params = trial_params(trial.config)
+        if decision == self.STOP and any(all(params.get(k) == v for k, v in p.items()) for p in self.initial):
+            return self.CONTINUE
+        return decision
+
+
 def _tune_config(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, Any]):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from study.experiments import experiment_for
 
@@ -403,9 +424,12 @@ def _tune_config(spec: StudySpec, label: str, paths: StudyPaths, rt: dict[str, A
         if metric0 != spec.metrics[0]:
             print(f"[{label}] ASHA stops trials on the in-training proxy {metric0} ({mode0}); "
                   f"{spec.metrics[0]} is evaluated at the final epoch only", flush=True)
-        scheduler = ASHAScheduler(time_attr="epoch", metric=metric0, mode=mode0,
-                                  max_t=spec.max_epochs + 1, grace_period=es.grace_period,
-                                  reduction_factor=es.reduction_factor)
+        from study.space import initial_trial_params
+
+        initial = [initial_trial_params(spec.space, point) for point in spec.initial_trials or ()]
+        scheduler = KeepInitialTrialsASHA(initial, time_attr="epoch", metric=metric0, mode=mode0,
+                                          max_t=spec.max_epochs + 1, grace_period=es.grace_period,
+                                          reduction_factor=es.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     return tune.TuneConfig(search_alg=make_search(spec, label, paths, rt), scheduler=scheduler,

@@ -182,3 +182,40 @@ def test_time_budget_ends_the_unit_and_asha_stops_a_weak_trial(local_ray, tmp_pa
     assert any(r.data.params["param.sample.guidance_scale"] == "60.0" for r in stopped), scales
     assert all("final_energy_distance" not in r.data.metrics for r in stopped)
     assert "tgdp (best)" in (study / "report" / "summary.csv").read_text()
+
+
+def test_asha_never_stops_an_initial_trial_but_still_ranks_it():
+    # The measured case: the initial trial reaches the epoch-4 rung 0.00007 behind another trial. Plain ASHA
+    # (reduction factor 2) stops it; the study's scheduler keeps it, and a weaker non-initial trial is still stopped.
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler
+
+    from study.runner import KeepInitialTrialsASHA
+
+    def run(scheduler) -> list[str]:
+        trials = [Trial("t", config={"guidance.lr": lr, "_rt": {}}, stub=True) for lr in (0.004, 0.002, 0.001)]
+        for t in trials:
+            scheduler.on_trial_add(None, t)
+        return [scheduler.on_trial_result(None, t, {"epoch": 4, "ed": ed})
+                for t, ed in zip(trials, (0.0025, 0.00257, 0.003))]
+
+    kw = dict(time_attr="epoch", metric="ed", mode="min", max_t=21, grace_period=4, reduction_factor=2)
+    assert run(ASHAScheduler(**kw)) == ["CONTINUE", "STOP", "STOP"]
+    assert run(KeepInitialTrialsASHA([{"guidance.lr": 0.002}], **kw)) == ["CONTINUE", "CONTINUE", "STOP"]
+
+
+def test_best_trial_prefers_trials_that_finished():
+    # An ASHA-stopped trial's value is an in-training proxy and it has no test-draw result: it wins only when
+    # no trial finished (a real Optuna study).
+    import optuna
+
+    from study.report import best_trial
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "search_spaces" / "gmm_smoke.yaml")
+    study = optuna.create_study(direction="minimize")
+    for value in (0.0026, 0.0144, 0.03):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
+    finished = {1, 2}
+    assert best_trial(study, spec).number == 0
+    assert best_trial(study, spec, lambda t: t.number in finished).number == 1
+    assert best_trial(study, spec, lambda t: False).number == 0

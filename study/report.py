@@ -76,7 +76,7 @@ def _fmt(v: Any) -> str:
 
 
 def status(study_dir: str | Path) -> str:
-    """Trials per n and their state, and the best so far (from optuna.db only)."""
+    """Trials per n and their state, and the best so far (from optuna.db and the result files of finished trials)."""
     paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
     lines = [f"study {spec.name}  ({paths.root})", f"objective: " +

@@ -44,7 +44,7 @@ GMM_SAMPLE = {"guidance_t_max": 0.5}
 # The classifier's held-out loss flattens long before its log r stops improving: at n = 1000 the default
 # (2000 steps, stop after 5 evaluations without gain) ended with log r RMSE 0.81 against the exact field, and
 # 10000 steps with patience 40 reach 0.19. It is most of the n = 1000 gap: plain TGDP 0.0111 -> 0.0027, and
-# 0.0024 with the exact ratio (seed 0). At n <= 100 the best held-out state comes early either way.
+# 0.0024 with the exact ratio (seed 0). At n <= 100 the best held-out state usually comes early anyway.
 GMM_CLASSIFIER = {"steps": 10000, "patience": 40}
 
 

@@ -1,11 +1,11 @@
 """What the learned ratio alone allows on the GMM (against the n points and the exact ratio): a diagnostic.
 
-    .venv/bin/python bench/gmm_ratio_limit.py [--seeds 0 1 2 3 4 5] [--n 10 100 1000]   (~2 min on 2 cores)
+    .venv/bin/python bench/gmm_ratio_limit.py [--seeds 0 1 2 3 4 5] [--n 10 100 1000]   (~8 min on 2 cores)
 
 With a perfect guidance net, guided sampling reaches the law that the pooled guidance target reweights to:
 the m source and n target training points, each weighted by r / (m + n r) (``losses.pooled_reference_log_weights``
-at t = 0). This script draws from that weighted measure for the *learned* ratio (the GMM experiment's classifier) and for
-the *exact* one, and compares both with the n-point empirical measure, the best that vanilla can memorise.
+at t = 0). This script draws from that weighted measure for the *learned* ratio (the GMM experiment's classifier)
+and for the *exact* one, and compares both with the n-point empirical measure, the best that vanilla can memorise.
 All three are scored against the same 10000-point test draw of the true target:
 - energy distance, and its within-mode part (each target mode's samples against that mode's true samples);
 - the target split of the n points and the energy distance that this split alone costs. For two modes at distance

@@ -162,7 +162,8 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
     for n, seed, label in _units(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
-        for e in _baselines(spec, cache_dir, n, seed):
+        baselines = _baselines(spec, cache_dir, n, seed)
+        for e in baselines:
             summary.append({"method": e["method"], "n": n, "seed": seed, "trial": "", **e["test"]})
             panels.append((f"{e['method']} n={n}", e["samples"], e["data"]))
         if study is None:
@@ -177,7 +178,7 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
         res = _result(paths, label, b) if b is not None else None
         if res is not None:
             summary.append({"method": "tgdp (best)", "n": n, "seed": seed, "trial": res["trial_id"], **res["test"]})
-            panels.insert(len(panels) - len(_baselines(spec, cache_dir, n, seed)),
+            panels.insert(len(panels) - len(baselines),
                           (f"TGDP best n={n}", res["samples"], res["data"]))
         elif b is not None:  # every trial of this n was stopped early (or the run is still going)
             missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "

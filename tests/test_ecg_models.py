@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -202,7 +204,7 @@ def test_bf16_precision_runs_the_sssd_under_autocast_and_keeps_the_ffts_in_float
     cfg = ScoreConfig(arch="sssd", width=16, depth=2, conditional=True)
     torch.manual_seed(0)
     fp32 = stages.build_score(cfg, (8, 64), 3)
-    bf16 = stages.build_score(ScoreConfig(**{**cfg.__dict__, "precision": "bf16"}), (8, 64), 3)
+    bf16 = stages.build_score(replace(cfg, precision="bf16"), (8, 64), 3)
     for p in fp32.parameters():
         torch.nn.init.normal_(p, std=0.2)
     bf16.net.load_state_dict(fp32.state_dict())

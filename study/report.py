@@ -20,10 +20,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from study import UserError
 from study.paths import StudyPaths
+from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
 
 TABLE_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mode_balance_error", "log_ratio_rmse",
@@ -267,8 +267,8 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
     d.setdefault("sampler", "tpe")
     if d["sampler"] == "grid":
         d["sampler"] = "random"  # an empty space has no grid
-    text = yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=110)
-    parse_spec(yaml.safe_load(text), "<best>")  # what `run` will accept
+    text = dump_yaml(d)
+    parse_spec(read_yaml(text, "<best>"), "<best>")  # what `run` will accept
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
@@ -238,54 +237,7 @@ class StudySpec(_Frozen):
 # YAML
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys and reads YAML 1.2 scalars (``1e-3`` float, ``off`` string)."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            dup = key in seen
-        except TypeError:
-            continue  # unhashable key: SafeLoader reports it below
-        if dup:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# YAML 1.2 booleans: only true/false. YAML 1.1 would read the key ``off:`` (and on/yes/no) as a boolean.
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-)
-
-
-def read_yaml(text: str, file: str = "<spec>") -> Any:
-    """Parse spec YAML: safe (no tags), YAML 1.2 scalars, duplicate keys refused; ``SpecError`` with the line."""
-    try:
-        loader = _Loader(text)  # a yaml.SafeLoader subclass: no tags, so no object construction
-        try:
-            return loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<document>"
-        problem = f"{e.context + '; ' if e.context else ''}{e.problem}"
-        hint = "plain YAML (safe_load: no !!python tags), unique keys"
-        raise SpecError(file, Issue(where, f"YAML error: {problem}", allowed=hint)) from None
-    except yaml.YAMLError as e:
-        raise SpecError(file, Issue("<document>", f"YAML error: {e}", allowed="plain YAML")) from None
+from study.yaml_io import dump_yaml, read_yaml  # noqa: E402  (re-exported: the spec reader)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +478,7 @@ def spec_dict(spec: StudySpec) -> dict[str, Any]:
 
 def dump_spec(spec: StudySpec) -> str:
     """YAML text that ``parse_spec``/``load_spec`` turns back into an equal spec."""
-    return yaml.safe_dump(spec_dict(spec), sort_keys=False, default_flow_style=None, width=110)
+    return dump_yaml(spec_dict(spec))
 
 
 def spec_hash(spec: StudySpec) -> str:

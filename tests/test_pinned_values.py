@@ -1,0 +1,230 @@
+"""Bit-for-bit guard of the whole GMM pipeline at a tiny budget (issue 13: "keep the RNG draw order").
+
+Every stage (source, classifier with early stopping and tilt, time classifier, guidance with the pooled
+target and both regularisers, vanilla, finetune), unconditional at n = 10 and n = 100 and label-conditional
+at n = 10, then dpm2 and ddpm sampling (several chunks, so the per-chunk ddpm noise seeds matter) with
+labels drawn from the target. Every reported metric, the tilt, a few log-ratio and sample sums and the
+checkpoint state keys are compared EXACTLY with values recorded on the pre-refactor code (c478da4).
+
+A refactor of tgdp/ must keep every RNG draw in its order: torch.manual_seed before a net is built, the
+per-step minibatch/time/noise draws from the stage generator, the per-epoch permutation seeds of the
+guidance, the classifier split, the initial sampler noise and the ddpm noise per chunk. Any change of
+order, of a seed derivation or of the arithmetic shows up here as a changed float. The values are those of
+one torch thread (conftest) on x86-64 CPU; another platform may legitimately differ in the last bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from tgdp import pipeline, sampling, stages
+from tgdp.config import (ClassifierConfig, GMMConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig,
+                         TimeClassifierConfig)
+from tgdp.data.gmm import GMMTask
+from tgdp.reporter import MemoryReporter
+
+CPU = torch.device("cpu")
+
+
+def _config(conditional: bool) -> TGDPConfig:
+    """Tiny nets and budgets; report intervals that do not divide the step counts (partial-average path)."""
+    score = ScoreConfig(width=16, depth=1, steps=6, batch_size=32, report_every=4, ema=0.9, conditional=conditional)
+    return TGDPConfig(
+        source=score,
+        classifier=ClassifierConfig(width=8, depth=1, steps=60, batch_size=32, report_every=10, patience=2,
+                                    tilt=True, conditional=conditional),
+        time_classifier=TimeClassifierConfig(width=8, depth=1, steps=5, batch_size=16, report_every=3,
+                                             conditional=conditional),
+        guidance=GuidanceConfig(width=16, depth=1, epochs=2, batch_size=64, target="pooled", references=128,
+                                eta_cycle=0.5, eta_consistency=0.1, target_batch_size=16, conditional=conditional),
+        vanilla=replace(score, steps=5, seed=1),
+        finetune=replace(score, steps=5, lr=1e-4),
+        sample=SampleConfig(num_samples=40, steps=3, batch_size=16, guidance_t_max=0.5, seed=0))
+
+
+def _values(n: int, conditional: bool) -> dict[str, object]:
+    """Everything pinned for one (n, conditional) run, as exact Python floats / tuples."""
+    task = GMMTask(GMMConfig(m=256, n=n, seed=0))
+    data, sch, shape = task.draw(), task.schedule, (2,)
+    cfg = _config(conditional)
+    rep = MemoryReporter()
+    probe_x, probe_t = data["target_x"][:8], torch.full((8,), 0.3)
+    probe_y = data["target_y"][:8] if conditional else None
+
+    def evaluate(h, epoch):  # the in-training evaluation hook of the guidance stage
+        with torch.no_grad():
+            return {"probe": float(h(probe_x, probe_t, probe_y).double().sum())}
+
+    source = stages.pretrain_source(cfg.source, data, sch, CPU, rep)
+    fit = pipeline.fit_tgdp(cfg, data, source, sch, CPU, rep, evaluate=evaluate)
+    baselines = {name: pipeline.fit_baseline(name, cfg, data, source, sch, CPU, rep) for name in ("vanilla", "finetune")}
+    labels = pipeline.label_draw(data, cfg.sample.num_samples, cfg.sample.seed) if conditional else None
+    out: dict[str, object] = {}
+    for row in rep.rows:  # every reported metric, in report order
+        for key, value in row.items():
+            if key not in ("stage", "epoch"):
+                out.setdefault(f"{row['stage']}/{key}", []).append(value)
+    out = {k: tuple(v) for k, v in out.items()}
+    out["report_epochs"] = tuple((r["stage"], r["epoch"]) for r in rep.rows)
+    out["state_keys"] = tuple((s, tuple(sorted(st)), st["step"], st["done"]) for s, st in sorted(rep.states.items()))
+    out["gamma"] = float(fit.classifier.gamma)
+    y_s = data["source_y"] if conditional else None
+    out["log_ratio_sum"] = float(stages.classifier_log_ratio(fit.classifier, data["source_x"], y_s).double().sum())
+    out["labels_sum"] = None if labels is None else float((labels.argmax(1) * torch.arange(len(labels))).sum())
+    for solver in ("dpm2", "ddpm"):
+        s_cfg = replace(cfg.sample, solver=solver)
+        draws = {"tgdp": pipeline.tgdp_samples(s_cfg, source, fit.guidance, sch, CPU, shape, labels),
+                 **{k: pipeline.model_samples(s_cfg, m, sch, CPU, shape, labels) for k, m in baselines.items()}}
+        for name, x in draws.items():
+            out[f"{solver}/{name}"] = (float(x.double().sum()), float(x[:3].double().abs().sum()))
+    return out
+
+
+# Produced by the pre-refactor code (c478da4) with _values above; do not regenerate to make a refactor pass.
+PINNED: dict[tuple[int, bool], dict[str, object]] = {(10, False): {'source/dsm_loss': (2.1922156512737274, 2.265477180480957),
+               'classifier/train_loss': (0.7006142139434814, 0.6987590789794922, 0.697090744972229),
+               'classifier/holdout_loss': (0.7080093026161194, 0.7081730365753174, 0.708946704864502),
+               'time_classifier/loss': (0.6875864664713541, 0.6815824508666992),
+               'guidance/loss_guidance': (0.00586242601275444, 0.005339150782674551),
+               'guidance/loss_cycle': (0.028921949211508036, 0.02653164602816105),
+               'guidance/loss_consistency': (1.5476388037204742, 2.066809296607971),
+               'guidance/probe': (0.2893276931717992, 0.2413247600197792),
+               'vanilla/dsm_loss': (2.7836506962776184, 2.0001437664031982),
+               'finetune/dsm_loss': (1.9084755778312683, 1.4266148805618286),
+               'report_epochs': (('source', 1),
+                                 ('source', 1),
+                                 ('classifier', 1),
+                                 ('classifier', 2),
+                                 ('classifier', 3),
+                                 ('time_classifier', 1),
+                                 ('time_classifier', 1),
+                                 ('guidance', 1),
+                                 ('guidance', 2),
+                                 ('vanilla', 1),
+                                 ('vanilla', 1),
+                                 ('finetune', 1),
+                                 ('finetune', 1)),
+               'state_keys': (('classifier',
+                               ('bad', 'best', 'best_state', 'done', 'model', 'opt', 'rng', 'step'),
+                               30,
+                               True),
+                              ('finetune', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True),
+                              ('guidance', ('done', 'ema', 'log_norm', 'model', 'opt', 'rng', 'step'), 2, True),
+                              ('source', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 6, True),
+                              ('time_classifier', ('done', 'model', 'opt', 'rng', 'step'), 5, True),
+                              ('vanilla', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True)),
+               'gamma': 0.05000000074505806,
+               'log_ratio_sum': 2.482305947691202,
+               'labels_sum': None,
+               'dpm2/tgdp': (-1769.4198855906725, 584.1790447235107),
+               'dpm2/vanilla': (2667.012584209442, 755.9943656921387),
+               'dpm2/finetune': (-1757.8577378839254, 582.3127546310425),
+               'ddpm/tgdp': (-3680.342119216919, 796.7132415771484),
+               'ddpm/vanilla': (2420.4519243240356, 750.5964584350586),
+               'ddpm/finetune': (-3677.3087844848633, 796.0590515136719)},
+ (100, False): {'source/dsm_loss': (2.1922156512737274, 2.265477180480957),
+                'classifier/train_loss': (0.700156033039093,
+                                          0.6984410285949707,
+                                          0.696963369846344,
+                                          0.695786714553833,
+                                          0.6948504447937012,
+                                          0.6940999031066895),
+                'classifier/holdout_loss': (0.7051594257354736,
+                                            0.7038615942001343,
+                                            0.7030203342437744,
+                                            0.7020930051803589,
+                                            0.7013641595840454,
+                                            0.7009293437004089),
+                'time_classifier/loss': (0.6894130706787109, 0.6822052299976349),
+                'guidance/loss_guidance': (0.005912624765187502, 0.005440753186121583),
+                'guidance/loss_cycle': (0.033237624913454056, 0.026600477285683155),
+                'guidance/loss_consistency': (1.546957552433014, 2.0821356177330017),
+                'guidance/probe': (0.3691524900496006, 0.3266394343227148),
+                'vanilla/dsm_loss': (2.3489248752593994, 1.4415687322616577),
+                'finetune/dsm_loss': (2.166547119617462, 2.6185364723205566),
+                'report_epochs': (('source', 1),
+                                  ('source', 1),
+                                  ('classifier', 1),
+                                  ('classifier', 2),
+                                  ('classifier', 3),
+                                  ('classifier', 4),
+                                  ('classifier', 5),
+                                  ('classifier', 6),
+                                  ('time_classifier', 1),
+                                  ('time_classifier', 1),
+                                  ('guidance', 1),
+                                  ('guidance', 2),
+                                  ('vanilla', 1),
+                                  ('vanilla', 1),
+                                  ('finetune', 1),
+                                  ('finetune', 1)),
+                'state_keys': (('classifier',
+                                ('bad', 'best', 'best_state', 'done', 'model', 'opt', 'rng', 'step'),
+                                60,
+                                True),
+                               ('finetune', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True),
+                               ('guidance', ('done', 'ema', 'log_norm', 'model', 'opt', 'rng', 'step'), 2, True),
+                               ('source', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 6, True),
+                               ('time_classifier', ('done', 'model', 'opt', 'rng', 'step'), 5, True),
+                               ('vanilla', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True)),
+                'gamma': 0.05000000074505806,
+                'log_ratio_sum': 0.8772370915635292,
+                'labels_sum': None,
+                'dpm2/tgdp': (-1768.9814686775208, 584.1751823425293),
+                'dpm2/vanilla': (2708.5407462120056, 761.0828514099121),
+                'dpm2/finetune': (-1748.7326888144016, 580.6935262680054),
+                'ddpm/tgdp': (-3680.2594995498657, 796.7120494842529),
+                'ddpm/vanilla': (2364.7998094558716, 752.6251258850098),
+                'ddpm/finetune': (-3671.668970108032, 795.3897819519043)},
+ (10, True): {'source/dsm_loss': (2.171331286430359, 2.0257939100265503),
+              'classifier/train_loss': (0.6934995651245117, 0.6924323439598083, 0.6913906335830688),
+              'classifier/holdout_loss': (0.7218301296234131, 0.7228965163230896, 0.7242017984390259),
+              'time_classifier/loss': (0.6827207008997599, 0.696759819984436),
+              'guidance/loss_guidance': (0.005258289631456137, 0.002649906324222684),
+              'guidance/loss_cycle': (0.019660009536892176, 0.015957329189404845),
+              'guidance/loss_consistency': (1.4918967634439468, 1.67567640542984),
+              'guidance/probe': (-0.2015000618994236, -0.05614066310226917),
+              'vanilla/dsm_loss': (2.6333736777305603, 1.9071104526519775),
+              'finetune/dsm_loss': (1.7642957866191864, 1.872559905052185),
+              'report_epochs': (('source', 1),
+                                ('source', 1),
+                                ('classifier', 1),
+                                ('classifier', 2),
+                                ('classifier', 3),
+                                ('time_classifier', 1),
+                                ('time_classifier', 1),
+                                ('guidance', 1),
+                                ('guidance', 2),
+                                ('vanilla', 1),
+                                ('vanilla', 1),
+                                ('finetune', 1),
+                                ('finetune', 1)),
+              'state_keys': (('classifier',
+                              ('bad', 'best', 'best_state', 'done', 'model', 'opt', 'rng', 'step'),
+                              30,
+                              True),
+                             ('finetune', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True),
+                             ('guidance', ('done', 'ema', 'log_norm', 'model', 'opt', 'rng', 'step'), 2, True),
+                             ('source', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 6, True),
+                             ('time_classifier', ('done', 'model', 'opt', 'rng', 'step'), 5, True),
+                             ('vanilla', ('done', 'ema', 'model', 'opt', 'rng', 'step'), 5, True)),
+              'gamma': 0.05000000074505806,
+              'log_ratio_sum': 0.43343366194130795,
+              'labels_sum': 271.0,
+              'dpm2/tgdp': (-2493.998730406165, 404.0254844278097),
+              'dpm2/vanilla': (3021.478101491928, 606.3557147979736),
+              'dpm2/finetune': (-2506.9410835802555, 402.1524956524372),
+              'ddpm/tgdp': (712.45458817482, 556.1432580947876),
+              'ddpm/vanilla': (1598.3412432670593, 680.1381244659424),
+              'ddpm/finetune': (698.5703879594803, 555.5025491714478)}}
+
+
+def test_pipeline_values_are_pinned_bit_for_bit():
+    for key, expected in PINNED.items():
+        got = _values(*key)
+        # guards the RNG draw order and the arithmetic of every stage and sampler (see module docstring)
+        for name in expected:
+            assert got[name] == expected[name], (key, name, got[name], expected[name])
+        assert set(got) == set(expected), key

@@ -5,11 +5,12 @@ What is cached, and its key (``tgdp.config.config_hash`` of everything the artef
     source-<key>.pt       stage A, the source model       key: data config without n, source config
     classifier-<key>.pt   stage B, when no ``classifier.*`` is searched
                                                           key: data config, classifier config
-    baseline-<key>.pt     vanilla / finetune / source_only / oracle_guidance / oracle_target (GMM),
-                          real_only / vanilla / finetune / source_only (ECG)
+    baseline-<key>.pt     each *shared* method an experiment offers (``tgdp.methods``: ``Method.shared``)
                           (model state if trained, validation and test metrics, samples)
-                                                          key: method, data config, its stage configs
-                                                          (ECG: + the utility evaluation config)
+                                                          key: method, data config, sample config, the
+                                                          source key if it uses the source model, its
+                                                          ``Method.sections``, its revision if bumped
+                                                          (+ the experiment's evaluation config, if any)
 
 The source draw of ``GMMTask.draw`` does not depend on n (the source samples are drawn first), so one
 source model serves every n. Entries are written atomically (tmp file + ``os.replace``) and read with
@@ -36,11 +37,10 @@ from typing import Any
 import torch
 
 from tgdp.config import TGDPConfig, config_hash, to_dict
+from tgdp.methods import get_method
 
 CACHE_ENV = "TGDP_STUDY_CACHE_DIR"  # environment variable naming a shared cache directory
-CACHE_VERSION = 1  # bump when the layout of an entry changes (old entries are then ignored)
-BASELINE_METHODS = ("vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")  # GMM
-KNOWN_BASELINES = BASELINE_METHODS + ("real_only",)  # + ECG's (study.experiments.ECG_BASELINES)
+CACHE_VERSION = 2  # bump when the layout of an entry changes (old entries are then ignored); 2: classifier state keys
 log = logging.getLogger("study.cache")
 
 
@@ -61,17 +61,21 @@ def classifier_key(data_cfg: Any, cfg: TGDPConfig) -> str:
 
 
 def baseline_key(method: str, data_cfg: Any, cfg: TGDPConfig, evaluation: Any = None) -> str:
-    """Key of a baseline: the method, the data and only the stage configs the method uses
-    (plus ``evaluation``, the experiment's evaluation config, when it has one: ECG's utility classifier)."""
-    if method not in KNOWN_BASELINES:
-        raise ValueError(f"unknown baseline {method!r}; known: {KNOWN_BASELINES}")
+    """Key of a shared method's entry: the method, the data, the sampler and only what the method reads
+    (``tgdp.methods``: the source key when ``uses_source``, its ``sections``, its ``revision`` when bumped),
+    plus ``evaluation``, the experiment's evaluation config, when it has one (ECG's utility classifier).
+
+    The part order is fixed: keys written before the registry existed stay valid. A method that is not
+    shared (tgdp, tgdp_reg: trained in every trial) or unknown is a ValueError."""
+    m = get_method(method)
+    if not m.shared:
+        raise ValueError(f"{method!r} is not a shared method (it is trained in every trial): it has no cache entry")
     parts: list[Any] = [data_cfg, cfg.sample]
-    if method in ("finetune", "source_only", "oracle_guidance"):
+    if m.uses_source:
         parts.append(source_key(data_cfg, cfg))
-    if method == "vanilla":
-        parts.append(cfg.vanilla)
-    if method == "finetune":
-        parts.append(cfg.finetune)
+    parts += [getattr(cfg, section) for section in m.sections]
+    if m.revision:
+        parts.append({"revision": m.revision})
     if evaluation is not None:
         parts.append(evaluation)
     return config_hash("baseline", CACHE_VERSION, method, *parts)

@@ -73,6 +73,13 @@ def _table(cls: type, title: str, intro: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _experiments() -> dict:
+    """name -> experiment object (``study.experiments.EXPERIMENTS``), without a spec."""
+    from study.experiments import EXPERIMENTS
+
+    return {name: cls() for name, cls in EXPERIMENTS.items()}
+
+
 def spec_reference() -> str:
     parts = [
         "# Study spec reference",
@@ -88,9 +95,10 @@ def spec_reference() -> str:
         _table(spec_mod.Budget, "budget"),
         _table(spec_mod.EarlyStopping, "early_stopping"),
         _table(spec_mod.Resources, "resources"),
-        "## Metrics per experiment",
+        "## Experiments: metrics (objectives; natural direction) and compared methods",
         "",
-        *[f"- `{name}`: " + ", ".join(f"`{m}`" for m in metrics) for name, metrics in spec_mod.METRICS.items()],
+        *[f"- `{name}`: " + ", ".join(f"`{m}` ({d[:3]})" for m, d in exp.metrics.items())
+          + "; methods " + ", ".join(f"`{m}`" for m in exp.methods) for name, exp in _experiments().items()],
         "",
         "## initial_trials",
         "",
@@ -114,13 +122,15 @@ def spec_reference() -> str:
         _table(space_mod.Condition, "when (condition on an earlier parameter)"),
         "## data",
         "",
-        _table(cfg_mod.GMMConfig, "experiment: gmm", "`GMMConfig`; `n` and `seed` come from `factors`."),
     ]
-    try:
-        from tgdp.ecg_config import ECGDataConfig
-        parts.append(_table(ECGDataConfig, "experiment: ecg", "`ECGDataConfig`; `n` and `seed` come from `factors`."))
-    except ImportError:  # pragma: no cover - the ECG layer ships with the package
-        pass
+    for name, exp in _experiments().items():
+        parts.append(_table(exp.data_class, f"experiment: {name}",
+                            f"`{exp.data_class.__name__}`; `n` and `seed` come from `factors`."))
+    parts += ["## evaluation", ""]
+    for name, exp in _experiments().items():
+        if exp.evaluation_class is not None:
+            parts.append(_table(exp.evaluation_class, f"experiment: {name}",
+                                f"`{exp.evaluation_class.__name__}` overrides (absent: its defaults)."))
     parts += ["## fixed: per-stage configs (`TGDPConfig` sections)", ""]
     for f in dataclasses.fields(cfg_mod.TGDPConfig):
         cls = typing.get_type_hints(cfg_mod.TGDPConfig)[f.name]

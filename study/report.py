@@ -20,14 +20,11 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-
 from study import UserError
+from study.experiments import experiment_for
 from study.paths import StudyPaths
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
-
-TABLE_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mode_balance_error", "log_ratio_rmse",
-                 "guidance_grad_rmse")  # GMM; each experiment's columns: study.experiments (table_metrics)
 
 
 def _units(spec: StudySpec) -> list[tuple[int, int, str]]:
@@ -121,7 +118,6 @@ def _result(paths: StudyPaths, label: str, trial) -> dict[str, Any] | None:
 
 def _baselines(spec: StudySpec, cache_dir: Path, n: int, seed: int) -> list[dict[str, Any]]:
     from study.cache import StageCache
-    from study.experiments import experiment_for
 
     exp = experiment_for(spec)
     cache = StageCache(cache_dir)
@@ -184,8 +180,6 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
             missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
                            f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
         figures += plots.optuna_plots(study, out, label)
-    from study.experiments import experiment_for
-
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics]
     (out / "summary.csv").write_text(_csv(summary, cols))
     md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"

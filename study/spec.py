@@ -16,8 +16,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,76 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from study import Issue, SpecError, UserError
+from study.experiments import EXPERIMENTS, get_experiment  # data, evaluation and metrics of each experiment
 from study.paths import STUDY_NAME_RULE, StudyPaths, is_safe_name
 from study.space import (
     PARAM_KINDS, SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, CategoricalParam, Condition, FloatParam, IntParam,
     Param, check_initial_trials, check_space, params_to_overrides,
 )
-from tgdp.config import GMMConfig, TGDPConfig, from_dict
-
-# ---------------------------------------------------------------------------------------------
-# Experiments: one registry entry each (the ECG engineer replaces the "ecg" entry's placeholders)
-
-GMM_METRICS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error", "log_ratio_rmse")
-ECG_METRICS = ("macro_auroc", "f_beta2", "g_beta2", "feat_energy", "feat_frechet")  # tgdp.ecg_experiment
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """What the spec layer needs to know about one experiment."""
-
-    metrics: tuple[str, ...]  # metric names the evaluation reports (objectives must be among them)
-    check_data: Callable[[dict[str, Any]], None]  # raise ValueError("data.<key>: ...") on a bad data section
-    data_config: Callable[[dict[str, Any], int, int], Any]  # (data section, n, seed) -> data config
-    # (evaluation section) -> its config, raising ValueError("evaluation.<key>: ..."); None: no such section
-    evaluation_config: Callable[[dict[str, Any]], Any] | None = None
-
-
-def _gmm_check(data: dict[str, Any]) -> None:
-    for key in ("n", "seed"):
-        if key in data:
-            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data; "
-                             "allowed: GMMConfig fields except n and seed")
-    cfg = from_dict(GMMConfig, data, where="data")
-    for key in ("mu_source", "mu_target"):
-        if len(getattr(cfg, key)) != cfg.dim:
-            raise ValueError(f"data.{key}: has {len(getattr(cfg, key))} coordinates; allowed: dim = {cfg.dim}")
-
-
-def _gmm_data(data: dict[str, Any], n: int, seed: int) -> GMMConfig:
-    return from_dict(GMMConfig, {**data, "n": n, "seed": seed})
-
-
-def _ecg_check(data: dict[str, Any]) -> None:
-    """ECGDataConfig fields except n and seed."""
-    from tgdp.ecg_config import ECGDataConfig  # noqa: PLC0415
-    for key in ("n", "seed"):
-        if key in data:
-            raise ValueError(f"data.{key}: set by factors.{'n' if key == 'n' else 'seeds'}, not in data; "
-                             "allowed: ECGDataConfig fields except n and seed")
-    try:
-        from_dict(ECGDataConfig, data, where="data")
-    except ValueError as e:  # __post_init__ messages name the bare key
-        raise ValueError(str(e) if str(e).startswith("data") else f"data.{e}") from None
-
-
-def _ecg_data(data: dict[str, Any], n: int, seed: int) -> Any:
-    from tgdp.ecg_config import ECGDataConfig  # noqa: PLC0415
-    return from_dict(ECGDataConfig, {**data, "n": n, "seed": seed})
-
-
-def _ecg_evaluation(section: dict[str, Any]) -> Any:
-    """The utility evaluation (``tgdp.ecg_config.UtilityConfig`` overrides; defaults: its field defaults)."""
-    from tgdp.ecg_config import UtilityConfig  # noqa: PLC0415
-    return from_dict(UtilityConfig, section, where="evaluation")
-
-
-EXPERIMENTS: dict[str, Experiment] = {
-    "gmm": Experiment(GMM_METRICS, _gmm_check, _gmm_data),
-    "ecg": Experiment(ECG_METRICS, lambda data: _ecg_check(data), lambda data, n, seed: _ecg_data(data, n, seed),
-                      _ecg_evaluation),
-}
-METRICS: dict[str, tuple[str, ...]] = {name: e.metrics for name, e in EXPERIMENTS.items()}
+from tgdp.config import TGDPConfig, from_dict
 
 # ---------------------------------------------------------------------------------------------
 # Schema
@@ -110,7 +46,7 @@ class Factors(_Frozen):
 
 
 class Objective(_Frozen):
-    metric: str  # a name from METRICS[experiment]
+    metric: str  # a metric of the experiment (study.experiments: Experiment.metrics)
     direction: Literal["minimize", "maximize"]
 
 
@@ -229,7 +165,7 @@ class StudySpec(_Frozen):
             merged.setdefault(sec, {}).setdefault("seed", seed)
         for sec, values in params_to_overrides(self.space, params or {}).items():
             merged[sec].update(values)
-        data = EXPERIMENTS[self.experiment].data_config(dict(self.data), n, seed)
+        data = get_experiment(self.experiment).data_config(dict(self.data), n, seed)
         return data, from_dict(TGDPConfig, merged)
 
 
@@ -327,16 +263,16 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
     out: list[Issue] = []
     if not is_safe_name(spec.name):
         out.append(Issue("name", "unsafe study name", spec.name, STUDY_NAME_RULE))
-    exp = EXPERIMENTS.get(spec.experiment)
-    if exp is None:
+    if spec.experiment not in EXPERIMENTS:
         out.append(Issue("experiment", "unknown experiment", spec.experiment, ", ".join(EXPERIMENTS)))
     else:
+        exp = get_experiment(spec.experiment)
         try:
             exp.check_data(dict(spec.data))
         except ValueError as e:
             out.append(_config_issue(str(e)))
         if spec.evaluation is not None:
-            if exp.evaluation_config is None:
+            if exp.evaluation_class is None:
                 out.append(Issue("evaluation", f"experiment {spec.experiment} has no evaluation settings",
                                  allowed="leave `evaluation` out"))
             else:
@@ -344,7 +280,7 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
                     exp.evaluation_config(dict(spec.evaluation))
                 except ValueError as e:
                     out.append(_config_issue(str(e)))
-        known = [m for m in exp.metrics]
+        known = list(exp.metrics)
         for i, o in enumerate(spec.objective):
             if o.metric not in known:
                 out.append(Issue(f"objective.{i}.metric", f"unknown metric for {spec.experiment}", o.metric,
@@ -509,7 +445,7 @@ def read_study_spec(paths: StudyPaths) -> StudySpec:
 
 
 __all__ = [
-    "EXPERIMENTS", "GMM_METRICS", "METRICS", "Budget", "Condition", "EarlyStopping", "Experiment", "Factors",
+    "Budget", "Condition", "EarlyStopping", "Factors",
     "Objective", "Resources", "SpecError", "StudySpec", "check_resources", "dump_spec", "load_spec",
     "parse_spec", "read_study_spec", "read_yaml", "resource_issues", "spec_dict", "spec_hash", "write_spec",
 ]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from study import SpecError
-from study.spec import EXPERIMENTS, load_spec, parse_spec, read_yaml
+from study.experiments import get_experiment
+from study.spec import load_spec, parse_spec, read_yaml
 from tgdp.config import from_dict
 from tgdp.data.ecg import TARGET_CLASSES, fit_lead_norm
 from tgdp.ecg_eval import utility_eval
@@ -197,8 +198,8 @@ def test_bad_ecg_data_values_name_their_key(data, path):
 
 
 def test_ecg_experiment_entry_lists_the_metrics():
-    assert EXPERIMENTS["ecg"].metrics == ECG_METRICS
-    assert from_dict(ECGDataConfig, {"simulate": True}) == EXPERIMENTS["ecg"].data_config({"simulate": True}, 10, 0)
+    assert tuple(get_experiment("ecg").metrics) == ECG_METRICS
+    assert from_dict(ECGDataConfig, {"simulate": True}) == get_experiment("ecg").data_config({"simulate": True}, 10, 0)
 
 
 
@@ -207,7 +208,7 @@ def test_adapters_rebuild_a_cached_gaussian_skip_source(name):
     # guards the trial's restore path: each adapter rebuilds the source net with the stage's own builder and
     # the task's schedule, so a spec with source.gaussian_skip loads the cached weights (the GMM adapter once
     # built the bare net) and the skip keeps the sigma_t it was trained with (once always the default schedule's)
-    from study.experiments import ADAPTERS
+    from study.experiments import EXPERIMENTS
     from tgdp import stages
     from tgdp.config import GMMConfig, TGDPConfig
     from tgdp.data.gmm import GMMTask
@@ -220,7 +221,7 @@ def test_adapters_rebuild_a_cached_gaussian_skip_source(name):
                                               "source_y": torch.zeros(4, len(TARGET_CLASSES))}
     labels = data["source_y"].shape[1] if cfg.source.conditional else 0
     built = stages.build_score(cfg.source, tuple(data["source_x"].shape[1:]), labels, task.schedule).eval()
-    rebuilt = ADAPTERS[name](spec=None).source_net(cfg, task, data, built.state_dict())
+    rebuilt = EXPERIMENTS[name](spec=None).source_net(cfg, task, data, built.state_dict())
     x, t = torch.randn(2, *data["source_x"].shape[1:]), torch.full((2,), 0.5)
     y = data["source_y"][:2] if labels else None
     torch.testing.assert_close(rebuilt(x, t, y), built(x, t, y))

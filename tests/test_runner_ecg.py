@@ -120,16 +120,16 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
 
 def test_unknown_experiment_is_refused_before_anything_is_written(tmp_path):
     from study import UserError
-    from study.experiments import ADAPTERS
+    from study.experiments import EXPERIMENTS
     from study.runner import run_study
 
     spec = load_spec(ecg_spec(tmp_path, "refused")[0])
-    saved = ADAPTERS.pop("ecg")
+    saved = EXPERIMENTS.pop("ecg")
     try:
-        with pytest.raises(UserError, match="supports gmm"):
+        with pytest.raises(UserError, match="allowed: gmm"):
             run_study(spec, tmp_path / "studies" / "refused")
     finally:
-        ADAPTERS["ecg"] = saved
+        EXPERIMENTS["ecg"] = saved
     assert not (tmp_path / "studies").exists()
 
 

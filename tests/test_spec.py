@@ -12,7 +12,7 @@ import yaml
 from study import SpecError, UserError
 from study.paths import StudyPathError, open_study_dir, study_paths, validate_study_name
 from study.spec import (
-    GMM_METRICS, METRICS, check_resources, dump_spec, load_spec, parse_spec, read_study_spec, spec_hash, write_spec,
+    check_resources, dump_spec, load_spec, parse_spec, read_study_spec, spec_hash, write_spec,
 )
 from tgdp.config import GMMConfig, TGDPConfig
 
@@ -270,8 +270,16 @@ def test_check_resources_reports_what_fits():
         check_resources(parse_spec(d), cpus=64, gpus=1)
 
 
-def test_metrics_constant_is_shared():
-    assert METRICS["gmm"] == GMM_METRICS and "log_ratio_rmse" in GMM_METRICS
+def test_objective_metrics_come_from_the_experiment_registry(monkeypatch):
+    # guards the single source of metric names: the spec accepts exactly what the experiment object lists
+    from study.experiments import GMMExperiment
+
+    d = base()
+    d["objective"] = {"metric": "log_ratio_rmse", "direction": "minimize"}
+    parse_spec(d)
+    monkeypatch.setattr(GMMExperiment, "metrics", {"energy_distance": "minimize"})
+    with pytest.raises(SpecError, match=r"objective\.0\.metric.*allowed: energy_distance"):
+        parse_spec(d)
 
 
 def test_study_paths_and_spec_files(tmp_path):

@@ -38,9 +38,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# docs/spec_reference.md and docs/cli_reference.md are generated from the code (tests/test_docs.py checks).
+# docs/spec_reference.md and docs/cli_reference.md are generated from the code (tests/test_docs.py checks),
+# docs/results.md from bench/results/*.json (tests/test_results_doc.py checks).
 docs: $(STAMP)
 	COLUMNS=100 $(BIN)/python -m study.docgen
+	$(BIN)/python -m study.results_doc
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -1,7 +1,7 @@
 """The Gaussian-mixture testbed (``tgdp.data.gmm.GMMTask``): analytic densities, so exact metrics and oracles.
 
 Selection uses the *validation* reference draw (``GMMTask.fresh_target(.., "validation")``); reports use
-the *test* draw, with fresh sampler noise (sample seed + ``TEST_SEED_OFFSET``) so the test numbers do
+the *test* draw, with fresh sampler noise (``tgdp.seeds.noise_of_test_split``) so the test numbers do
 not reuse the validation samples. Every method is sampled through ``tgdp.methods`` with the same labels
 (conditional version: drawn from the limited target's labels), noise and solver. The in-training
 evaluation draws ``num`` guided samples and reports every GMM metric, so ASHA uses the first objective.
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from tgdp.data.gmm import GMMTask
 
 REFERENCE_SIZE = 10000  # rows of a validation/test reference draw (at most)
-TEST_SEED_OFFSET = 1  # sampler noise seed offset of test samples
 RATIO_GRID_SIZE = 60  # points per axis of the log-ratio field plot
 
 
@@ -38,10 +37,10 @@ def reference(task: GMMTask, split: str, num: int) -> torch.Tensor:
 def draw(method: str, cfg: TGDPConfig, sample: SampleConfig, task: GMMTask, data: dict, device: torch.device, *,
          source: nn.Module | None = None, model: nn.Module | None = None, h: nn.Module | None = None) -> torch.Tensor:
     """Samples (num, dim) of ``method`` (``tgdp.methods``): a fitted score ``model``, the source + ``h``, or an oracle."""
-    from tgdp import pipeline
     from tgdp.methods import Fitted, get_method
+    from tgdp.sampling import label_draw
 
-    labels = pipeline.label_draw(data, sample.num_samples, sample.seed) if cfg.source.conditional else None
+    labels = label_draw(data, sample.num_samples, sample.seed) if cfg.source.conditional else None
     return get_method(method).draw(Fitted(model=model, guidance=h), sample, task.schedule, device, (task.cfg.dim,),
                                    labels, source=source, task=task)
 
@@ -59,7 +58,7 @@ def ratio_metrics(task: GMMTask, classifier: nn.Module | None, h: nn.Module | No
     not applicable: no such net, or the conditional version, whose ratio is per label)."""
     import torch
 
-    from tgdp import stages
+    from tgdp import sampling, stages
     from tgdp.metrics import guidance_grad_rmse, log_ratio_rmse
 
     out = {"log_ratio_rmse": math.nan, "guidance_grad_rmse": math.nan}
@@ -69,7 +68,7 @@ def ratio_metrics(task: GMMTask, classifier: nn.Module | None, h: nn.Module | No
             lambda x: stages.classifier_log_ratio(classifier, x.to(cpu)).cpu(), task)
     if h is not None and not conditional:
         dev = next(h.parameters()).device
-        grad = stages.guidance_grad(h)
+        grad = sampling.guidance_grad(h)
         with torch.enable_grad():
             out["guidance_grad_rmse"] = guidance_grad_rmse(lambda x, t: grad(x.to(dev), t.to(dev)).cpu(), task)
     return out
@@ -79,12 +78,14 @@ def evaluate_method(method: str, cfg: TGDPConfig, task: GMMTask, data: dict, dev
                     splits: tuple[str, ...] = ("validation", "test"), num: int | None = None,
                     **models: Any) -> dict[str, Any]:
     """{split: metrics, split_samples: samples} of one method; validation samples with ``cfg.sample``, test
-    with its seed + TEST_SEED_OFFSET; ``num`` caps the sample count."""
+    with ``seeds.noise_of_test_split`` of its seed; ``num`` caps the sample count."""
+    from tgdp import seeds
+
     out: dict[str, Any] = {}
     for split in splits:
         sample = cfg.sample if num is None else replace(cfg.sample, num_samples=min(num, cfg.sample.num_samples))
         if split == "test":
-            sample = replace(sample, seed=sample.seed + TEST_SEED_OFFSET)
+            sample = replace(sample, seed=seeds.noise_of_test_split(sample.seed))
         x = draw(method, cfg, sample, task, data, device, **models)
         out[split] = metrics_of(x, reference(task, split, sample.num_samples), task)
         out[split + "_samples"] = x
@@ -176,5 +177,5 @@ class GMMExperiment(Experiment):
         return None if cfg.classifier.conditional else log_ratio_grid(task, classifier)
 
 
-__all__ = ["GMMExperiment", "REFERENCE_SIZE", "TEST_SEED_OFFSET", "draw", "evaluate_method", "log_ratio_grid",
+__all__ = ["GMMExperiment", "REFERENCE_SIZE", "draw", "evaluate_method", "log_ratio_grid",
            "metrics_of", "ratio_metrics", "reference"]

@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, environment, write_result  # noqa: E402
 
+from study.experiments.gmm_defaults import default_config  # noqa: E402
 from tgdp import losses, metrics, stages  # noqa: E402
 from tgdp.config import GMMConfig, GuidanceConfig  # noqa: E402
 from tgdp.data.gmm import GMMTask  # noqa: E402
-from tgdp.gmm_experiment import default_config  # noqa: E402
 from tgdp.reporter import MemoryReporter  # noqa: E402
 
 DRAWS = 10000

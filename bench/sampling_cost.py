@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/sampling_cost.py [--samples 10000] [--repeats 2] [--steps 10]
 
-``tgdp.pipeline.tgdp_samples`` (eps_theta - gamma sigma_t grad log h_psi: one score forward plus one
-guidance forward + backward per evaluation) against ``tgdp.pipeline.model_samples`` (one score forward),
+``tgdp.sampling.tgdp_samples`` (eps_theta - gamma sigma_t grad log h_psi: one score forward plus one
+guidance forward + backward per evaluation) against ``tgdp.sampling.model_samples`` (one score forward),
 with the default ``ScoreConfig`` (256 x 4) source net, two guidance nets (the default ``GuidanceConfig``,
 the paper's 512 x 4, and the GMM experiment's 256 x 3) and the default ``SampleConfig`` (DPM-Solver-2,
 one batch of 10000; 10 steps timed, per-step cost) on the 2-D GMM, one thread. Weights are freshly
@@ -37,10 +37,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tgdp import pipeline, stages
+    from study.experiments.gmm_defaults import GMM_GUIDANCE
+    from tgdp import sampling, stages
     from tgdp.config import GMMConfig, GuidanceConfig, SampleConfig, ScoreConfig, to_dict
     from tgdp.data.gmm import GMMTask
-    from tgdp.gmm_experiment import GMM_GUIDANCE
 
     task = GMMTask(GMMConfig())
     shape, sched, dev = (task.cfg.dim,), task.schedule, torch.device("cpu")
@@ -50,13 +50,13 @@ def main() -> int:
     torch.manual_seed(0)
     source = stages.build_score(score_cfg, shape).eval().requires_grad_(False)
     nets = {k: stages.build_guidance(c, shape).eval().requires_grad_(False) for k, c in guide_cfgs.items()}
-    runs = {"unguided": lambda: pipeline.model_samples(sample_cfg, source, sched, dev, shape),
-            **{k: (lambda h=h: pipeline.tgdp_samples(sample_cfg, source, h, sched, dev, shape))
+    runs = {"unguided": lambda: sampling.model_samples(sample_cfg, source, sched, dev, shape),
+            **{k: (lambda h=h: sampling.tgdp_samples(sample_cfg, source, h, sched, dev, shape))
                for k, h in nets.items()}}
     small = replace(sample_cfg, num_samples=256, batch_size=256)  # warm-up: first-call dispatch, allocator
-    pipeline.model_samples(small, source, sched, dev, shape)
+    sampling.model_samples(small, source, sched, dev, shape)
     for h in nets.values():
-        pipeline.tgdp_samples(small, source, h, sched, dev, shape)
+        sampling.tgdp_samples(small, source, h, sched, dev, shape)
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():

@@ -148,7 +148,7 @@ def cmd_ui(a: argparse.Namespace) -> int:
 
 
 def cmd_gmm(a: argparse.Namespace) -> int:
-    fn = _lazy("gmm", "tgdp.gmm_experiment", "main")
+    fn = _lazy("gmm", "study.programs.gmm", "main")
     try:
         return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out, set=a.set, jobs=a.jobs)))
     except ValueError as e:  # a bad --set key or value

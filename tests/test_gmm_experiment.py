@@ -1,4 +1,5 @@
-"""tgdp/gmm_experiment.py: the fixed-config method comparison, its --set overrides and the multi-seed summary."""
+"""study/programs/gmm.py (`tgdp-study gmm`): the fixed-config method comparison, its --set overrides and the
+multi-seed summary."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from study.cli import main as cli_main
-from tgdp import gmm_experiment
+from study.programs import gmm as gmm_experiment
 
 TINY = ["source.steps=40", "source.width=32", "classifier.steps=40", "time_classifier.steps=20",
         "guidance.width=16", "guidance.depth=1", "guidance.epochs=1", "guidance.references=64",
@@ -24,6 +25,15 @@ def test_overrides_are_validated_and_applied():
         gmm_experiment.apply_overrides(cfg, ["guidance.width=0"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         gmm_experiment.apply_overrides(cfg, ["guidance.width"])
+
+
+def test_override_values_are_yaml_1_2_scalars():
+    # guards the one YAML reader: YAML 1.1 (yaml.safe_load) read 1e-3 as the string '1e-3', which reached the
+    # config unchecked; the spec reader's YAML 1.2 scalars make it the float the spec would give
+    cfg = gmm_experiment.apply_overrides(gmm_experiment.default_config(),
+                                         ["guidance.lr=1e-3", "source.lr=2E-4", "sample.guidance_t_max=1"])
+    assert cfg.guidance.lr == 0.001 and type(cfg.guidance.lr) is float
+    assert cfg.source.lr == 0.0002 and cfg.sample.guidance_t_max == 1
 
 
 def test_bad_override_exits_2_before_training(tmp_path, capsys):

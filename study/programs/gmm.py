@@ -8,6 +8,10 @@ oracle-target (exact target score). Every method is sampled with the same solver
 a fresh *test* draw of the true target; ``true_target`` is a second true draw (the noise floor).
 Writes table.csv, table.md, samples.png, ratio_field.png and config.json under --out (under --out/seed<S>
 for several seeds, plus summary.md: mean, sd and per-seed wins).
+
+The stage configs are ``study.experiments.gmm_defaults.default_config`` (with ``--set`` applied, values read
+as YAML 1.2 scalars by ``study.yaml_io``); tgdp_reg's regularisers are the GMM experiment's ``regularised``;
+the figures are drawn by ``study.plots``.
 """
 
 from __future__ import annotations
@@ -21,41 +25,17 @@ from pathlib import Path
 
 import torch
 
-from tgdp import metrics, pipeline, stages
+from study.experiments.gmm import GMMExperiment
+from study.experiments.gmm_defaults import default_config
+from study.yaml_io import parse_scalar
+from tgdp import metrics, pipeline, sampling, seeds, stages
 from tgdp.config import GMMConfig, TGDPConfig, from_dict, to_dict
 from tgdp.data.gmm import GMMTask
 from tgdp.reporter import MemoryReporter
-from tgdp.sampling import guided_eps
 
-METHODS = ("tgdp", "tgdp_reg", "vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")
+METHODS = GMMExperiment.methods  # the seven methods, in table order
 METRIC_KEYS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error")
-REGULARISED = {"eta_cycle": 1.0, "eta_consistency": 0.1, "target_batch_size": 64}  # the "tgdp_reg" method
-
-
-# The paper's 4x512 guidance net costs 13x the source net per sampling step and its regularised fit
-# (a double backward) dominated the run; on this 2-d task 3x256 for the paper's 20 epochs fits the
-# exact ratio as well (energy distance 0.013-0.02 either way, measured with the posterior target).
-GMM_GUIDANCE = {"width": 256, "depth": 3, "epochs": 20}
-# Guidance only for t <= 0.5 (alpha_t >= 0.28). Above it the learned grad log h grows with the radius where the
-# exact one is ~0, and it sent 1-6 % of the samples out along the target axis; dropping it costs the exact
-# guidance nothing (oracle-guidance 0.0018 -> 0.0019) and took tgdp_reg at n = 1000 from 0.0039-0.0082 to
-# 0.0021-0.0059 (seeds 0-2, one shared source model; sliced W2 0.14-0.29 -> 0.04-0.07).
-GMM_SAMPLE = {"guidance_t_max": 0.5}
-# The classifier's held-out loss flattens long before its log r stops improving: at n = 1000 the default
-# (2000 steps, stop after 5 evaluations without gain) ended with log r RMSE 0.81 against the exact field, and
-# 10000 steps with patience 40 reach 0.19. It is most of the n = 1000 gap: plain TGDP 0.0111 -> 0.0027, and
-# 0.0024 with the exact ratio (seed 0). At n <= 100 the best held-out state usually comes early anyway.
-GMM_CLASSIFIER = {"steps": 10000, "patience": 40}
-
-
-def default_config(seed: int = 0) -> TGDPConfig:
-    """The experiment's stage configs: the library defaults with a GMM-sized guidance net, the guidance cut
-    off above t = 0.5 and a longer-trained classifier, every stage seeded with ``seed``."""
-    cfg = TGDPConfig()
-    cfg = replace(cfg, guidance=replace(cfg.guidance, **GMM_GUIDANCE), sample=replace(cfg.sample, **GMM_SAMPLE),
-                  classifier=replace(cfg.classifier, **GMM_CLASSIFIER))
-    return replace(cfg, **{name: replace(getattr(cfg, name), seed=seed) for name in
-                           ("source", "classifier", "time_classifier", "guidance", "vanilla", "finetune", "sample")})
+REGULARISED = GMMExperiment.regularised  # the "tgdp_reg" method: the cycle and consistency terms
 
 
 def run_n(task: GMMTask, cfg: TGDPConfig, source_model, device: torch.device, log=print) -> tuple[dict, dict]:
@@ -72,22 +52,23 @@ def run_n(task: GMMTask, cfg: TGDPConfig, source_model, device: torch.device, lo
         return out
 
     fit = timed("tgdp_fit", lambda: pipeline.fit_tgdp(cfg, data, source_model, sch, device, rep))
-    samples["tgdp"] = timed("tgdp", lambda: pipeline.tgdp_samples(cfg.sample, source_model, fit.guidance, sch, device, shape))
+    samples["tgdp"] = timed("tgdp", lambda: sampling.tgdp_samples(cfg.sample, source_model, fit.guidance, sch, device, shape))
     reg_cfg = replace(cfg, guidance=replace(cfg.guidance, **REGULARISED))
     reg = timed("tgdp_reg_fit", lambda: pipeline.fit_tgdp(reg_cfg, data, source_model, sch, device, MemoryReporter(),
                                                           classifier=fit.classifier))
-    samples["tgdp_reg"] = timed("tgdp_reg", lambda: pipeline.tgdp_samples(cfg.sample, source_model, reg.guidance, sch,
+    samples["tgdp_reg"] = timed("tgdp_reg", lambda: sampling.tgdp_samples(cfg.sample, source_model, reg.guidance, sch,
                                                                           device, shape))
     for name in pipeline.BASELINES:
         model = timed(f"{name}_fit", lambda: pipeline.fit_baseline(name, cfg, data, source_model, sch, device, rep))
-        samples[name] = timed(name, lambda: pipeline.model_samples(cfg.sample, model, sch, device, shape))
-    oracle = guided_eps(stages.model_eps(source_model), task.grad_log_h_star, sch, 1.0)
-    samples["oracle_guidance"] = pipeline.sample_eps(cfg.sample, lambda y: oracle, shape, sch, device)
-    samples["oracle_target"] = pipeline.sample_eps(cfg.sample, lambda y: task.exact_eps("target"), shape, sch, device)
+        samples[name] = timed(name, lambda: sampling.model_samples(cfg.sample, model, sch, device, shape))
+    oracle = lambda y: sampling.oracle_guidance_eps(source_model, task.grad_log_h_star, sch, y,  # noqa: E731
+                                                    cfg.sample.guidance_t_max)
+    samples["oracle_guidance"] = sampling.sample_eps(cfg.sample, oracle, shape, sch, device)
+    samples["oracle_target"] = sampling.sample_eps(cfg.sample, lambda y: task.exact_eps("target"), shape, sch, device)
     extra["classifier_log_ratio_rmse"] = metrics.log_ratio_rmse(
         lambda x: stages.classifier_log_ratio(fit.classifier, x), task)
-    extra["tgdp_guidance_grad_rmse"] = metrics.guidance_grad_rmse(stages.guidance_grad(fit.guidance), task)
-    extra["tgdp_reg_guidance_grad_rmse"] = metrics.guidance_grad_rmse(stages.guidance_grad(reg.guidance), task)
+    extra["tgdp_guidance_grad_rmse"] = metrics.guidance_grad_rmse(sampling.guidance_grad(fit.guidance), task)
+    extra["tgdp_reg_guidance_grad_rmse"] = metrics.guidance_grad_rmse(sampling.guidance_grad(reg.guidance), task)
     extra["models"] = {"classifier": fit.classifier, "guidance": fit.guidance}
     extra["timings_s"] = timings
     return samples, extra
@@ -98,7 +79,7 @@ def evaluate(samples: dict[str, torch.Tensor], task: GMMTask, split: str = "test
     reference = task.fresh_target(10000, split)
     rows = [{"n": task.cfg.n, "method": name, **metrics.sample_metrics(x, reference, task)}
             for name, x in samples.items()]
-    floor = task.fresh_target(10000, split, seed=task.cfg.seed + 500)
+    floor = task.fresh_target(10000, split, seed=seeds.noise_floor_reference(task.cfg.seed))
     rows.append({"n": task.cfg.n, "method": "true_target", **metrics.sample_metrics(floor, reference, task)})
     return rows
 
@@ -110,9 +91,8 @@ def markdown_table(rows: list[dict], keys=METRIC_KEYS) -> str:
 
 
 def apply_overrides(cfg: TGDPConfig, overrides: list[str]) -> TGDPConfig:
-    """``["guidance.width=256", ...]`` applied to ``cfg``; values are YAML scalars, keys and ranges are checked."""
-    import yaml
-
+    """``["guidance.width=256", ...]`` applied to ``cfg``; keys and ranges are checked. Values are YAML 1.2
+    scalars, read as the spec reader reads them (``guidance.lr=1e-3`` is the float 0.001)."""
     tree = to_dict(cfg)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -126,13 +106,13 @@ def apply_overrides(cfg: TGDPConfig, overrides: list[str]) -> TGDPConfig:
             node = node[part]
         if leaf not in node:
             raise ValueError(f"--set {item!r}: unknown key {key!r}; allowed: {sorted(node)}")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = parse_scalar(raw, f"--set {item}")
     return from_dict(TGDPConfig, tree)
 
 
 def run_seed(seed: int, ns: list[int], overrides: list[str], out: Path) -> list[dict]:
     """Every method at every n for one seed; writes table.{csv,md,json}, diagnostics, config and figures."""
-    from tgdp import gmm_plots  # matplotlib only when writing figures
+    from study import plots  # matplotlib only when writing figures
 
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")
@@ -164,8 +144,8 @@ def run_seed(seed: int, ns: list[int], overrides: list[str], out: Path) -> list[
     (out / "config.json").write_text(json.dumps({"seed": seed, "n": ns, "overrides": overrides, "tgdp": to_dict(cfg),
                                                  "regularised": REGULARISED}, indent=2))
     (out / "table.json").write_text(json.dumps(rows, indent=2))
-    gmm_plots.samples_grid(all_samples, {n: t for n, (t, _) in fields.items()}, out / "samples.png")
-    gmm_plots.ratio_fields(fields, out / "ratio_field.png")
+    plots.gmm_samples_grid(all_samples, {n: t for n, (t, _) in fields.items()}, out / "samples.png")
+    plots.gmm_ratio_fields(fields, out / "ratio_field.png")
     return rows
 
 

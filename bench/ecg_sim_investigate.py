@@ -21,9 +21,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from tgdp import pipeline, stages
-from tgdp.ecg_experiment import PRESETS, ECGDataConfig, load_ecg_task
+from tgdp import sampling, stages
+from tgdp.ecg_config import ECGDataConfig
 from tgdp.ecg_features import ecg_features, embedding_distances
+from tgdp.ecg_task import PRESETS, load_ecg_task
 from tgdp.reporter import MemoryReporter
 from tgdp.schedules import VPSchedule
 
@@ -45,11 +46,11 @@ def main() -> None:
     res["source_seconds"] = round(time.time() - t0, 1)
     val = task.mv("val")
     res["real_val"] = {"std_mV": float(val.std()), "hf_power": hf_power(val)}
-    labels = pipeline.label_draw(task.data, 32, 0)
+    labels = sampling.label_draw(task.data, 32, 0)
     shape = tuple(task.data["source_x"].shape[1:])
     for steps in (10, 25):
         s = replace(cfg.sample, steps=steps, num_samples=32, batch_size=32)
-        x = task.norm.invert(pipeline.model_samples(s, src, sched, dev, shape, labels))
+        x = task.norm.invert(sampling.model_samples(s, src, sched, dev, shape, labels))
         fg, fr = ecg_features(x), ecg_features(val)
         z = np.abs((fg.mean(0) - fr.mean(0)) / (fr.std(0) + 1e-6))
         res[f"source_only_{steps}_steps"] = {"std_mV": float(x.std()), "hf_power": hf_power(x),
@@ -71,9 +72,9 @@ def main() -> None:
             h = stages.train_guidance(replace(cfg.guidance, eta_cycle=0.0, eta_consistency=0.0), t.data, logr,
                                       sched, dev, MemoryReporter(), score_model=src, target_log_ratio=logr_t)
             s = replace(cfg.sample, num_samples=32, batch_size=32)
-            base = pipeline.model_samples(s, src, sched, dev, shape, labels)
+            base = sampling.model_samples(s, src, sched, dev, shape, labels)
             for gamma in (1.0, 5.0):
-                g = pipeline.tgdp_samples(s, src, h, sched, dev, shape, labels, scale=gamma)
+                g = sampling.tgdp_samples(s, src, h, sched, dev, shape, labels, scale=gamma)
                 res[f"guidance_effect_gamma{gamma:g}"] = float((g - base).norm() / base.norm())
     res["seconds"] = round(time.time() - t0, 1)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

@@ -34,7 +34,7 @@ def prepare(path: Path) -> None:
     import torch
 
     from tgdp.ecg_config import ECGDataConfig
-    from tgdp.ecg_experiment import load_ecg_task
+    from tgdp.ecg_task import load_ecg_task
 
     task = load_ecg_task(ECGDataConfig(simulate=True, n=100))
     data = {k: (v.half() if k.endswith("_x") else v) for k, v in task.data.items()}
@@ -64,8 +64,8 @@ def _worker(config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from tgdp import pipeline, stages
-    from tgdp.ecg_experiment import PRESETS
+    from tgdp import sampling, stages
+    from tgdp.ecg_task import PRESETS
     from tgdp.reporter import MemoryReporter
     from tgdp.schedules import VPSchedule
 
@@ -116,10 +116,10 @@ def _worker(config: dict) -> None:
                        "seconds": s, "steps_per_s": g_steps / s, "peak_gib": mem}
 
     sample_cfg = replace(cfg.sample, num_samples=config["samples"], batch_size=config["samples"])
-    labels = pipeline.label_draw(data, sample_cfg.num_samples, sample_cfg.seed)
-    for name, fn in (("guided", lambda: pipeline.tgdp_samples(sample_cfg, source, guidance, schedule, device, shape,
+    labels = sampling.label_draw(data, sample_cfg.num_samples, sample_cfg.seed)
+    for name, fn in (("guided", lambda: sampling.tgdp_samples(sample_cfg, source, guidance, schedule, device, shape,
                                                                  labels)),
-                     ("unguided", lambda: pipeline.model_samples(sample_cfg, source, schedule, device, shape, labels))):
+                     ("unguided", lambda: sampling.model_samples(sample_cfg, source, schedule, device, shape, labels))):
         x, s, mem = _timed(device, fn)
         if tuple(x.shape) != (sample_cfg.num_samples, *shape) or not torch.isfinite(x).all():
             raise RuntimeError(f"{name} samples: shape {tuple(x.shape)}, finite {bool(torch.isfinite(x).all())}")
@@ -174,7 +174,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40, help="steps of the source model and of each classifier")
     ap.add_argument("--guidance-epochs", type=int, default=2)
     ap.add_argument("--samples", type=int, default=250, help="samples per sampler run (one batch)")
-    ap.add_argument("--preset", default="paper", help="tgdp.ecg_experiment.PRESETS entry (cpu/micro: dry runs)")
+    ap.add_argument("--preset", default="paper", help="tgdp.ecg_task.PRESETS entry (cpu/micro: dry runs)")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the source model's precision")
     ap.add_argument("--cpu", dest="use_gpu", action="store_false", help="dry run without a GPU (use_gpu=False)")
     ap.add_argument("--out", type=Path, default=None, help="folder for gpu_check.json (default bench/results)")

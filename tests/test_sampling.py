@@ -163,3 +163,58 @@ def test_train_score_gives_the_gaussian_skip_its_own_schedule():
     t = torch.full((3,), 0.6)
     torch.testing.assert_close(model.sigma(t), sch.sigma(t))
     assert not torch.allclose(VPSchedule().sigma(t), sch.sigma(t))  # the check can tell the two apart
+
+
+# --- draws: the rank-chunked sampler and the methods' eps-functions ------------------------------------------
+
+class _Affine(torch.nn.Module):
+    """A 'score net' eps = 0.3 x + 0.1 t (+ the label's first coordinate): cheap, deterministic, label-aware."""
+
+    def forward(self, x, t, y=None):
+        out = 0.3 * x + 0.1 * t[:, None]
+        return out if y is None else out + y[:, :1]
+
+
+def test_dpm2_draw_does_not_depend_on_the_batch_size_and_labels_follow_their_samples():
+    from tgdp import sampling
+    from tgdp.config import SampleConfig
+    from tgdp.schedules import VPSchedule
+
+    sch, cpu = VPSchedule(), torch.device("cpu")
+    labels = torch.eye(2)[torch.arange(10) % 2]
+    whole = sampling.model_samples(SampleConfig(num_samples=10, steps=3, batch_size=10), _Affine(), sch, cpu, (2,),
+                                   labels)
+    split = sampling.model_samples(SampleConfig(num_samples=10, steps=3, batch_size=3), _Affine(), sch, cpu, (2,),
+                                   labels)
+    # guards that a sample is a function of its index only (initial noise from the seed, its own label):
+    # the batching of the draw must not change it (dpm2 is deterministic)
+    torch.testing.assert_close(whole, split, rtol=0, atol=1e-6)
+    # guards that the labels reach their own rows (even and odd rows got different labels)
+    assert not torch.allclose(whole[0::2].mean(0), whole[1::2].mean(0), atol=1e-3)
+
+
+def test_oracle_guidance_eps_is_cut_off_above_t_max_like_the_learned_guidance(gmm_task):
+    from tgdp import sampling
+
+    src = _Affine()
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    oracle = sampling.oracle_guidance_eps(src, gmm_task.grad_log_h_star, gmm_task.schedule, t_max=0.5)
+    hi, lo = torch.full((6,), 0.7), torch.full((6,), 0.3)
+    # guards the t_max the oracle shares with tgdp_eps: above it the plain source eps ...
+    torch.testing.assert_close(oracle(x, hi), src(x, hi))
+    # ... and below it eps - sigma_t grad log h* (scale 1)
+    expected = src(x, lo) - gmm_task.schedule.sigma(lo)[:, None] * gmm_task.grad_log_h_star(x, lo)
+    torch.testing.assert_close(oracle(x, lo), expected)
+
+
+def test_label_draw_follows_the_target_label_distribution_and_is_none_without_labels():
+    from tgdp import sampling
+
+    y = torch.eye(3)[torch.tensor([0, 0, 0, 1])]  # labels 0 (3/4) and 1 (1/4), never 2
+    drawn = sampling.label_draw({"target_y": y}, 4000, seed=0)
+    freq = drawn.mean(0)
+    # guards that conditional samples use the target's empirical label frequencies (sd of freq ~ 0.007)
+    assert abs(freq[0] - 0.75) < 0.03 and freq[2] == 0, freq
+    # guards that the draw is a function of the seed alone
+    assert torch.equal(drawn, sampling.label_draw({"target_y": y}, 4000, seed=0))
+    assert sampling.label_draw({"target_y": None}, 5, seed=0) is None

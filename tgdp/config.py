@@ -89,14 +89,12 @@ class ClassifierConfig:
     holdout_fraction: float = 0.2  # target (and source) fraction held out for early stopping
     report_every: int = 100  # steps between held-out evaluations
     patience: int = 5  # evaluations without held-out improvement before stopping
-    folds: int = 1  # cross-fitted members (each holds out a different split), logits averaged
-    calibrate: bool = False  # fit a logit temperature on the held-out split (shrinks over-confidence)
     tilt: bool = True  # scale log r by gamma <= 1 maximising the held-out target likelihood of p r^gamma
     conditional: bool = False  # joint-ratio classifier c(x, y)
-    seed: int = 0  # init, split and minibatch seed (fold k uses seed + 7k)
+    seed: int = 0  # init, held-out split and minibatch seed
 
     def __post_init__(self) -> None:
-        _check(self, positive=("width", "steps", "batch_size", "lr", "report_every", "patience", "folds"),
+        _check(self, positive=("width", "steps", "batch_size", "lr", "report_every", "patience"),
                non_negative=("depth", "weight_decay", "seed"), fractions=("holdout_fraction",))
 
 

@@ -48,6 +48,3 @@ class MemoryReporter:
     def history(self, stage: str, key: str) -> list[float]:
         """The reported values of ``key`` for ``stage``, in order."""
         return [r[key] for r in self.rows if r["stage"] == stage and key in r]
-
-
-NULL_REPORTER = MemoryReporter()

@@ -1,7 +1,13 @@
-"""Samplers: pure functions of (eps-function, schedule, initial noise, steps).
+"""All sampling: the solvers, the eps-functions they are driven with, and the batched, rank-chunked draw.
 
-An eps-function maps (x_t, t) -> eps with t of shape (N,). Guidance composes by wrapping it
-(``guided_eps``), never by flags inside the solvers. Everything is batched over samples.
+Three layers, read top to bottom:
+1. eps-functions: an eps-function maps (x_t, t) -> eps with x_t (B, *shape) and t (B,). A score net gives
+   one (``model_eps``); guidance composes by wrapping it (``guided_eps``, ``tgdp_eps``,
+   ``oracle_guidance_eps``), never by flags inside the solvers.
+2. solvers: pure functions of (eps-function, schedule, initial noise, steps) (``SOLVERS``).
+3. draws: ``sample`` splits cfg.num_samples into per-rank chunks and batches, the initial noise a function
+   of the seed alone; ``sample_eps``, ``tgdp_samples``, ``oracle_guidance_samples`` and ``model_samples``
+   draw with per-sample labels (``label_draw``) following their samples.
 """
 
 from __future__ import annotations
@@ -9,13 +15,22 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
+from tgdp import distributed as D
+from tgdp import losses, seeds
+from tgdp.config import SampleConfig
 from tgdp.schedules import VPSchedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+GradFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(x_t, t) -> grad_x log h(x_t, t) (B, *shape)."""
 
 
-def guided_eps(eps_fn: EpsFn, grad_log_h_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+# --- eps-functions ------------------------------------------------------------------------------------------
+
+
+def guided_eps(eps_fn: EpsFn, grad_log_h_fn: GradFn,
                schedule: VPSchedule, scale: float = 1.0, t_max: float = 1.0) -> EpsFn:
     """eps_target = eps_theta(x_t, t) - scale * sigma_t * grad_x log h(x_t, t), the guidance only where t <= t_max.
 
@@ -35,6 +50,35 @@ def guided_eps(eps_fn: EpsFn, grad_log_h_fn: Callable[[torch.Tensor, torch.Tenso
     return eps
 
 
+def model_eps(model: nn.Module, y: torch.Tensor | None = None) -> EpsFn:
+    """eps-function of a score net; y (batch, num_labels) fixes the labels of the conditional version."""
+    def eps(x, t):
+        return model(x, t, y)
+    return eps
+
+
+def guidance_grad(h: nn.Module, y: torch.Tensor | None = None) -> GradFn:
+    """(x_t, t) -> grad_x log h_psi(x_t, t[, y]) (no graph kept: sampling only)."""
+    def grad(x, t):
+        return losses.grad_log_h(lambda z: h(z, t, y), x, create_graph=False)
+    return grad
+
+
+def tgdp_eps(score_model: nn.Module, h: nn.Module, schedule: VPSchedule, scale: float,
+             y: torch.Tensor | None = None, t_max: float = 1.0) -> EpsFn:
+    """The guided target eps: eps_theta - scale * sigma_t * grad log h_psi (for t <= t_max)."""
+    return guided_eps(model_eps(score_model, y), guidance_grad(h, y), schedule, scale, t_max)
+
+
+def oracle_guidance_eps(score_model: nn.Module, grad_log_h: GradFn, schedule: VPSchedule,
+                        y: torch.Tensor | None = None, t_max: float = 1.0) -> EpsFn:
+    """The learned eps guided by an exact ``grad_log_h`` (e.g. the GMM's grad log h*), cut off above ``t_max``
+    as ``tgdp_eps`` is, so the oracle and TGDP differ only in h. Scale 1: a guidance scale compensates a
+    learned h, the exact one needs none."""
+    return guided_eps(model_eps(score_model, y), grad_log_h, schedule, 1.0, t_max)
+
+
+# --- solvers ------------------------------------------------------------------------------------------------
 
 def dpm_solver_2(eps_fn: EpsFn, schedule: VPSchedule, noise: torch.Tensor, steps: int = 25,
                  t_end: float | None = None, denoise_last: bool = True) -> torch.Tensor:
@@ -88,3 +132,81 @@ def ddpm_ancestral(eps_fn: EpsFn, schedule: VPSchedule, noise: torch.Tensor, ste
 
 
 SOLVERS = {"dpm2": dpm_solver_2, "ddpm": ddpm_ancestral}
+
+
+# --- draws --------------------------------------------------------------------------------------------------
+
+def sample(cfg: SampleConfig, make_eps: Callable[[slice], EpsFn], shape: tuple[int, ...], schedule: VPSchedule,
+           device: torch.device) -> torch.Tensor:
+    """Draw cfg.num_samples samples of ``shape`` with the configured solver; returns them (num, *shape) on CPU.
+
+    ``make_eps(rows)`` gives the eps-function for the batch of sample indices ``rows`` (so per-sample
+    labels can follow their samples). The initial noise depends only on cfg.seed, so dpm2 samples do not
+    depend on the batch size or on the number of ranks; ddpm's per-step noise is seeded per batch by its
+    first row (``seeds.ddpm_chunk``), so it is reproducible for a given batching. Each rank samples an
+    equal chunk; collective under torch.distributed.
+    """
+    if cfg.solver not in SOLVERS:
+        raise ValueError(f"unknown solver {cfg.solver!r}; known: {sorted(SOLVERS)}")
+    noise = torch.randn((cfg.num_samples, *shape), generator=torch.Generator().manual_seed(cfg.seed))
+    chunk = -(-cfg.num_samples // D.world_size())
+    lo = D.rank() * chunk
+    out = []
+    for start in range(lo, lo + chunk, cfg.batch_size):
+        stop = min(start + cfg.batch_size, lo + chunk, cfg.num_samples)
+        if stop <= start:
+            break
+        eps_fn = make_eps(slice(start, stop))
+        z = noise[start:stop].to(device)
+        if cfg.solver == "dpm2":
+            x = SOLVERS["dpm2"](eps_fn, schedule, z, steps=cfg.steps)
+        else:
+            gen = torch.Generator(device=device).manual_seed(seeds.ddpm_chunk(cfg.seed, start))
+            x = SOLVERS["ddpm"](eps_fn, schedule, z, steps=cfg.steps, generator=gen)
+        out.append(x.detach())
+    mine = torch.cat(out) if out else noise[:0].to(device)
+    if mine.shape[0] < chunk:  # pad the last rank's chunk so all_gather sees equal sizes
+        mine = torch.cat([mine, mine.new_zeros((chunk - mine.shape[0], *shape))])
+    return D.all_gather_rows(mine, cfg.num_samples).cpu()
+
+
+def label_draw(data: dict, num: int, seed: int) -> torch.Tensor | None:
+    """Labels (num, num_labels) for conditional sampling, drawn from the target's empirical label distribution
+    (None when the data has no labels)."""
+    if data.get("target_y") is None:
+        return None
+    g = torch.Generator().manual_seed(seeds.label_draw(seed))
+    idx = torch.randint(0, data["target_y"].shape[0], (num,), generator=g)
+    return data["target_y"][idx]
+
+
+def sample_eps(cfg: SampleConfig, eps_of_labels: Callable[[torch.Tensor | None], EpsFn], shape: tuple[int, ...],
+               schedule: VPSchedule, device: torch.device, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample with an eps-function built per batch from that batch's labels (None when unconditional)."""
+    def make(rows: slice) -> EpsFn:
+        return eps_of_labels(None if labels is None else labels[rows].to(device))
+    return sample(cfg, make, shape, schedule, device)
+
+
+def tgdp_samples(cfg: SampleConfig, source_model: nn.Module, h: nn.Module, schedule: VPSchedule,
+                 device: torch.device, shape: tuple[int, ...], labels: torch.Tensor | None = None,
+                 scale: float | None = None) -> torch.Tensor:
+    """Guided samples: eps_theta - gamma sigma_t grad log h_psi, the guidance only for t <= cfg.guidance_t_max."""
+    gamma = cfg.guidance_scale if scale is None else scale
+    return sample_eps(cfg, lambda y: tgdp_eps(source_model, h, schedule, gamma, y, cfg.guidance_t_max),
+                      shape, schedule, device, labels)
+
+
+def oracle_guidance_samples(cfg: SampleConfig, source_model: nn.Module, grad_log_h: GradFn, schedule: VPSchedule,
+                            device: torch.device, shape: tuple[int, ...],
+                            labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Samples of ``oracle_guidance_eps`` (the learned source eps + an exact grad log h, cut off above
+    cfg.guidance_t_max as ``tgdp_samples`` is)."""
+    return sample_eps(cfg, lambda y: oracle_guidance_eps(source_model, grad_log_h, schedule, y, cfg.guidance_t_max),
+                      shape, schedule, device, labels)
+
+
+def model_samples(cfg: SampleConfig, model: nn.Module, schedule: VPSchedule, device: torch.device,
+                  shape: tuple[int, ...], labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Unguided samples of a score net (the baselines, and the source model alone)."""
+    return sample_eps(cfg, lambda y: model_eps(model, y), shape, schedule, device, labels)

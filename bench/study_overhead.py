@@ -60,17 +60,19 @@ def inprocess(spec_path: str, trials_file: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from study.cache import BASELINE_METHODS
-    from study.evaluation import evaluate_method, guidance_evaluator, make_task, ratio_metrics
+    from study.experiments import get_experiment
+    from study.experiments.gmm import evaluate_method, log_ratio_grid, ratio_metrics
     from study.runner import units
+    from study.runtime import EVAL_SAMPLES
     from study.spec import load_spec
-    from study.trial import EVAL_SAMPLES, ratio_grid
     from tgdp import pipeline, stages
+    from tgdp.methods import get_method
     from tgdp.config import to_dict
     from tgdp.reporter import MemoryReporter
 
     imports_s = time.perf_counter() - t_import
     spec = load_spec(spec_path)
+    exp = get_experiment(spec.experiment, spec)
     plan = json.loads(Path(trials_file).read_text())  # {label: [{"params": {...}, "stop": int|None}]}
     dev = torch.device("cpu")
     out: dict = {"imports_s": imports_s, "units": {}}
@@ -81,7 +83,7 @@ def inprocess(spec_path: str, trials_file: str) -> dict:
             u: dict = {"trials": []}
             t0 = time.perf_counter()
             data_cfg, cfg = spec.resolved_config(n, seed)
-            task, data = make_task(data_cfg)
+            task, data = exp.load(data_cfg)
             rep = MemoryReporter()
             skey = json.dumps([to_dict(cfg.source), {k: v for k, v in to_dict(data_cfg).items() if k != "n"}])
             if skey not in sources:  # the stage cache serves every n with one source model
@@ -93,21 +95,17 @@ def inprocess(spec_path: str, trials_file: str) -> dict:
             ratio_metrics(task, clf, None, cfg.classifier.conditional)
             u["classifier_s"] = time.perf_counter() - t1
             t1 = time.perf_counter()
-            for method in BASELINE_METHODS:
-                model = None
-                if method in ("vanilla", "finetune"):
-                    model = pipeline.fit_baseline(method, cfg, data, source, task.schedule, dev, rep)
-                elif method == "source_only":
-                    model = source
-                evaluate_method(method, cfg, task, data, dev, source=source, model=model)
+            for method in exp.baselines:
+                fitted = get_method(method).fit(cfg, data, source, task.schedule, dev, rep)
+                evaluate_method(method, cfg, task, data, dev, source=source, model=fitted.model)
             u["baselines_s"] = time.perf_counter() - t1
             for tr in plan.get(label, []):
                 t1 = time.perf_counter()
                 data_cfg, cfg = spec.resolved_config(n, seed, tr["params"])
-                task, data = make_task(data_cfg)
+                task, data = exp.load(data_cfg)
                 ratio = ratio_metrics(task, clf, None, cfg.classifier.conditional)["log_ratio_rmse"]
-                evaluate = guidance_evaluator(cfg, task, data, source, dev, EVAL_SAMPLES,
-                                              lambda: {"log_ratio_rmse": ratio})  # noqa: B023
+                evaluate = exp.guidance_evaluator(cfg, task, data, source, dev, EVAL_SAMPLES,
+                                                  lambda: {"log_ratio_rmse": ratio})  # noqa: B023
                 reporter = _StopAt(tr["stop"])
                 models = pipeline.fit_tgdp(cfg, data, source, task.schedule, dev, reporter, classifier=clf,
                                            evaluate=evaluate)
@@ -116,7 +114,7 @@ def inprocess(spec_path: str, trials_file: str) -> dict:
                     res = evaluate_method("tgdp", cfg, task, data, dev, source=source, h=h)
                     extra = ratio_metrics(task, clf, h, cfg.guidance.conditional)
                     torch.save({"validation": {**res["validation"], **extra}, "samples": res["validation_samples"],
-                                "guidance": h.state_dict(), "ratio_grid": ratio_grid(task, clf)},
+                                "guidance": h.state_dict(), "ratio_grid": log_ratio_grid(task, clf)},
                                Path(tmp) / f"{label}-{len(u['trials'])}.pt")
                 u["trials"].append(time.perf_counter() - t1)
             u["unit_s"] = time.perf_counter() - t0

@@ -36,7 +36,7 @@ def reference(task: GMMTask, split: str, num: int) -> torch.Tensor:
 
 def draw(method: str, cfg: TGDPConfig, sample: SampleConfig, task: GMMTask, data: dict, device: torch.device, *,
          source: nn.Module | None = None, model: nn.Module | None = None, h: nn.Module | None = None) -> torch.Tensor:
-    """Samples (num, dim) of ``method`` (``tgdp.methods``): a fitted score ``model``, the source + ``h``, or an oracle."""
+    """Samples (num, dim) of ``method`` (``tgdp.methods``): a score ``model``, the source + ``h``, or an oracle."""
     from tgdp.methods import Fitted, get_method
     from tgdp.sampling import label_draw
 

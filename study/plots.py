@@ -49,9 +49,13 @@ def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> Non
     if samples.dim() == 3:  # ECG records, not points
         _traces(ax, samples, title)
         return
+    x = samples[torch.isfinite(samples).all(1)][:3000]
+    if "mu_source" not in data:  # no analytic density (arrays: user rows): the first two coordinates alone
+        ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
+        ax.set_title(f"{title} (coordinates 1-2)", fontsize=9)
+        return
     task = _task(data)
     lim = 1.5 * max(abs(v) for v in list(data["mu_source"]) + list(data["mu_target"])) + 1.0
-    x = samples[torch.isfinite(samples).all(1)][:3000]
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
     _density(ax, task, lim)
     ax.set_xlim(-lim, lim)

@@ -318,6 +318,11 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
     if not out and spec.early_stopping.enabled and spec.early_stopping.grace_period > spec.max_epochs:
         out.append(Issue("early_stopping.grace_period", "grace period longer than the training",
                          spec.early_stopping.grace_period, f"<= max_epochs ({spec.max_epochs})"))
+    if not out and spec.experiment in EXPERIMENTS:  # cross-section checks (arrays: rows for max n, labels)
+        try:
+            get_experiment(spec.experiment).check_spec(spec)
+        except ValueError as e:
+            out.append(_config_issue(str(e)))
     r = spec.resources
     if r.workers_per_trial == 0 and r.gpus_per_worker > 0:
         out.append(Issue("resources.gpus_per_worker", "GPUs need Train workers (workers_per_trial is 0)",
@@ -387,6 +392,8 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
         spec = StudySpec.model_validate(data)
     except ValidationError as e:
         raise SpecError(file, _issues_from_pydantic(e)) from None
+    if spec.experiment in EXPERIMENTS:  # e.g. arrays: file paths made absolute (Experiment.resolve_data)
+        spec = spec.model_copy(update={"data": get_experiment(spec.experiment).resolve_data(dict(spec.data))})
     spec._source = str(file)
     issues = _semantic_issues(spec)
     if issues:

@@ -250,6 +250,96 @@ CASES: list[Case] = [
          ["A0002: unknown label code 'x' in First_label"], None),
 ]
 
+
+# --- arrays data (experiment arrays: the user's .npy / .npz files, read when the spec is validated) -----------
+
+import numpy as np  # noqa: E402  (appended section: its rows build arrays)
+
+
+def _arrays_run(change: Callable[[Path, dict], dict] | None = None, labels: bool = False, **spec_changes):
+    """`run` of arrays_smoke.yaml on .npz files written into {tmp}/arrays (source 400 x 3, target 300 x 3);
+    ``change(arrays dir, data section)`` returns the data section to use."""
+    from tests.test_arrays import arrays_spec, write_arrays
+
+    def setup(tmp: Path) -> list[str]:
+        data = write_arrays(tmp / "arrays", labels=labels)
+        data = change(tmp / "arrays", data) if change else data
+        return ["run", str(write_yaml(tmp, arrays_spec(data, **spec_changes))), "--dir", str(tmp / "studies")]
+    return setup
+
+
+def _npy(name: str, array, **kw) -> Callable[[Path], str]:
+    def write(folder: Path) -> str:
+        np.save(folder / name, array, **kw)
+        return str(folder / name)
+    return write
+
+
+def _arrays_changed_since_creation(tmp: Path) -> list[str]:
+    from study.spec import parse_spec
+    from tests.test_arrays import arrays_spec, write_arrays
+
+    spec = parse_spec(arrays_spec(write_arrays(tmp / "arrays")), str(tmp / "spec.yaml"))
+    paths = study_paths(tmp / "studies", spec.name)
+    write_spec(spec, paths)
+    np.savez(tmp / "arrays" / "target.npz", x=np.zeros((300, 3)))  # the user overwrites a file
+    return ["resume", str(paths.root)]
+
+
+def _csv(folder: Path) -> str:
+    (folder / "rows.csv").write_text("1,2,3\n")
+    return str(folder / "rows.csv")
+
+
+CASES += [
+    Case("arrays-missing-file", "arrays: a data file that does not exist", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source": str(a / "gone.npy")}),
+         ["{tmp}/spec.yaml: data.source: {tmp}/arrays/gone.npy: missing file"]),
+    Case("arrays-not-npy", "arrays: a data file that is not .npy / .npz", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target": _csv(a)}),
+         ["data.target: {tmp}/arrays/rows.csv: not a .npy or .npz file (suffix '.csv')", "allowed: a .npy file"]),
+    Case("arrays-pickled-object", "arrays: a pickled object array", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source": _npy("obj.npy", np.array([{}], dtype=object), allow_pickle=True)(a)}),
+         ["data.source: {tmp}/arrays/obj.npy: holds a pickled object array (never loaded: allow_pickle is off)"]),
+    Case("arrays-wrong-shape", "arrays: rows that are not a 2-D (rows, d) array", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source": _npy("flat.npy", np.zeros(400))(a)}),
+         ["data.source: {tmp}/arrays/flat.npy: shape (400,) is not a 2-D (rows, d) array"]),
+    Case("arrays-dimension-mismatch", "arrays: target rows of another dimension than the source's",
+         "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target": _npy("d4.npy", np.ones((300, 4)))(a)}),
+         ["data.target: {tmp}/arrays/d4.npy: 4 columns but the source has 3"]),
+    Case("arrays-non-numeric", "arrays: a non-numeric (string) array", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target": _npy("s.npy", np.full((300, 3), "a"))(a)}),
+         ["data.target: {tmp}/arrays/s.npy: non-numeric dtype <U1", "allowed: a float, integer or bool array"]),
+    Case("arrays-nan", "arrays: NaN or inf in the rows", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target": _npy("nan.npy", np.where(np.eye(300, 3) > 0, np.nan, 1.0))(a)}),
+         ["data.target: {tmp}/arrays/nan.npy: 3 NaN/inf values in 3 rows (first at row 0)", "finite numbers only"]),
+    Case("arrays-npz-key", "arrays: a .npz without the named array", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source_key": "rows"}),
+         ["data.source: {tmp}/arrays/source.npz: no array 'rows'", "one of ['x']"]),
+    Case("arrays-labels-length", "arrays: labels of the wrong length", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target_labels": _npy("yt.npy", np.zeros(299, int))(a)}, labels=True),
+         ["data.target_labels: {tmp}/arrays/yt.npy: labels of shape (299,) for 300 target rows"]),
+    Case("arrays-labels-float", "arrays: labels that are not integers", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source_labels": _npy("ys.npy", np.zeros(400))(a)}, labels=True),
+         ["data.source_labels: {tmp}/arrays/ys.npy: labels of dtype float64 (not integers)"]),
+    Case("arrays-labels-negative", "arrays: a negative label", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "source_labels": _npy("ys.npy", -np.ones(400, int))(a)}, labels=True),
+         ["data.source_labels: {tmp}/arrays/ys.npy: negative label -1 (row 0)", "class indices >= 0"]),
+    Case("arrays-labels-beyond-source", "arrays: a target label the source does not have", "tgdp-study run SPEC",
+         _arrays_run(lambda a, d: {**d, "target_labels": _npy("yt.npy", np.full(300, 7))(a)}, labels=True),
+         ["data.target_labels: {tmp}/arrays/yt.npy: target labels [7] do not occur in the source labels"]),
+    Case("arrays-too-few-target-rows", "arrays: fewer target rows than n + val + test", "tgdp-study run SPEC",
+         _arrays_run(factors={"n": [50, 150], "seeds": [0]}),
+         ["data.target: {tmp}/arrays/target.npz: 300 rows, fewer than n + val + test = 150 + 100 + 100 = 350"]),
+    Case("arrays-labels-unconditional", "arrays: labels given but the stages unconditional", "tgdp-study run SPEC",
+         _arrays_run(labels=True),
+         ["fixed.source.conditional: labels are given", "conditional: true in every one of"]),
+    Case("arrays-files-changed", "arrays: resume after the data files changed", "tgdp-study resume STUDY",
+         _arrays_changed_since_creation,
+         ["{tmp}/studies/arrays-smoke/spec.yaml: data.fingerprint: {tmp}/arrays/source.npz: the files changed"]),
+]
+
 # Covered in other test files (listed in the table, not run twice).
 ELSEWHERE = [
     ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/test_ecg_data.py::test_truncated_signal"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from study import UserError
+from study.experiments.arrays import ArraysExperiment
 from study.experiments.base import DIRECTIONS, Experiment, task_schedule
 from study.experiments.ecg import ECGExperiment
 from study.experiments.gmm import GMMExperiment
@@ -22,6 +23,7 @@ from study.experiments.gmm import GMMExperiment
 EXPERIMENTS: dict[str, type[Experiment]] = {
     "gmm": GMMExperiment,
     "ecg": ECGExperiment,
+    "arrays": ArraysExperiment,
 }
 
 

@@ -84,6 +84,15 @@ class Experiment(abc.ABC):
                              "allowed: leave `evaluation` out")
         return from_dict(self.evaluation_class, section, where="evaluation")
 
+    def resolve_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The ``data:`` section as the study stores it, computed once when the spec is validated (default:
+        unchanged; ``arrays`` makes its file paths absolute and records the files' fingerprint)."""
+        return data
+
+    def check_spec(self, spec: Any) -> None:
+        """Checks across sections of a spec whose sections are each valid (default: none); raise
+        ValueError('<key path>: <problem>; allowed: <what>')."""
+
     def check_methods(self) -> None:
         """Every offered method is registered, and tgdp_reg has overrides (a programming error otherwise)."""
         from tgdp.methods import get_method

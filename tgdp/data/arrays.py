@@ -31,6 +31,7 @@ Rules, each chosen so that a study's numbers mean the same thing for every n and
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ def resolve_paths(data: dict[str, Any], base: str | Path | None = None) -> dict[
     for key in PATH_KEYS:
         value = out.get(key)
         if isinstance(value, str) and value:
-            out[key] = str((root / Path(value).expanduser()).resolve())
+            out[key] = os.path.normpath(root / Path(value).expanduser())  # symlinks kept as the user wrote them
     return out
 
 
@@ -123,11 +124,10 @@ def fingerprint(cfg: ArraysConfig | dict[str, Any]) -> str:
 
     Recorded in the study's spec so that a resumed study refuses changed files, and part of every stage
     cache key (the data config is), so a shared cache never serves a model trained on other contents."""
-    get = cfg.get if isinstance(cfg, dict) else (lambda k, d="": getattr(cfg, k))
     h = hashlib.sha256()
     for key in PATH_KEYS:
-        path = get(key, "")
-        if path:
+        path = cfg.get(key, "") if isinstance(cfg, dict) else getattr(cfg, key)
+        if isinstance(path, str) and path:
             h.update(f"{key}\0".encode())
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):

@@ -13,7 +13,8 @@ import shutil
 import sys
 import tempfile
 
-from tgdp.ecg_experiment import ALL_METHODS, main
+from study.programs.ecg import main
+from tgdp.ecg_methods import ALL_METHODS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

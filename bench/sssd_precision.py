@@ -25,7 +25,7 @@ BATCH, SAMPLE_BATCH, LEADS, LENGTH, LABELS = 32, 250, 8, 1000, 9
 
 
 def _model(precision: str):
-    from tgdp.ecg_experiment import PRESETS
+    from tgdp.ecg_task import PRESETS
     from tgdp.schedules import VPSchedule
     from tgdp.stages import build_score
 

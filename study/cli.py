@@ -8,19 +8,19 @@
     tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
     tgdp-study ecg (--sim | --source DIR --target DIR) [--n 10 100] [--preset micro|cpu|paper] [--out DIR] ...
 
-User errors (bad spec, bad path, a command whose module is not built yet) print one message on
-stderr and exit 2; nothing is written for an invalid spec. The execution modules are imported
-lazily, so ``--dry-run``, ``ls`` and ``--help`` never start Ray.
+User errors (bad spec, bad path, bad option) print one message on stderr and exit 2; nothing is
+written for an invalid spec. Each command imports what executes it (``study.runner``, ``study.report``,
+``study.ui``, the comparison programs in ``study.programs``) only when it runs, so ``--dry-run``, ``ls``
+and ``--help`` never import Ray or torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +30,6 @@ from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
 
 PROG = "tgdp-study"
-
-
-class NotAvailable(UserError):
-    """The module behind a command is not part of this build yet."""
-
-
-def _lazy(command: str, module: str, attr: str) -> Callable[..., Any]:
-    """``module.attr``, imported now; a module that does not exist yet is a clean user error."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            raise NotAvailable(f"`{command}` is not available yet ({module} is not in this build)") from None
-        raise  # a real missing dependency inside the module: show it
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        raise NotAvailable(f"`{command}` is not available yet ({module}.{attr} does not exist)")
-    return fn
 
 
 def _finish(result: Any) -> int:
@@ -115,52 +97,64 @@ def cmd_run(a: argparse.Namespace) -> int:
     if paths.exists():
         raise UserError(f"study already exists: {paths.root} (resume it with `{PROG} resume {paths.root}`, "
                         "or choose another --name)")
-    run_study = _lazy("run", "study.runner", "run_study")
+    from study.runner import run_study
+
     return _finish(run_study(spec, paths.root, a.address, a.tracking_uri))
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
     paths = open_study_dir(a.dir)
     read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
-    resume_study = _lazy("resume", "study.runner", "resume_study")
+    from study.runner import resume_study
+
     return _finish(resume_study(paths.root, a.address, a.tracking_uri))
 
 
 def cmd_status(a: argparse.Namespace) -> int:
     root = open_study_dir(a.dir).root
-    return _finish(_lazy("status", "study.report", "status")(root))
+    from study.report import status
+
+    return _finish(status(root))
 
 
 def cmd_report(a: argparse.Namespace) -> int:
     root = open_study_dir(a.dir).root
-    return _finish(_lazy("report", "study.report", "write_report")(root))
+    from study.report import write_report
+
+    return _finish(write_report(root))
 
 
 def cmd_best(a: argparse.Namespace) -> int:
     paths = open_study_dir(a.dir)
     out = Path(a.out).resolve() if a.out else None
-    return _finish(_lazy("best", "study.report", "export_best")(paths.root, a.n, out))
+    from study.report import export_best
+
+    return _finish(export_best(paths.root, a.n, out))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
     root = open_study_dir(a.dir).root
-    return _finish(_lazy("ui", "study.ui", "serve")(root, a.host, a.port))
+    from study.ui import serve
+
+    return _finish(serve(root, a.host, a.port))
 
 
 def cmd_gmm(a: argparse.Namespace) -> int:
-    fn = _lazy("gmm", "study.programs.gmm", "main")
+    from study.programs import gmm
+
     try:
-        return _finish(fn(argparse.Namespace(n=a.n, seed=a.seed, out=a.out, set=a.set, jobs=a.jobs)))
+        return _finish(gmm.main(argparse.Namespace(n=a.n, seed=a.seed, out=a.out, set=a.set, jobs=a.jobs)))
     except ValueError as e:  # a bad --set key or value
         raise UserError(f"gmm: {e}") from None
 
 
 def cmd_make_ecg_sim(argv: Sequence[str]) -> int:
-    """Hand the raw arguments to ``tgdp.data.ecg_sim.main`` (its parser owns the options: OUT, --domain,
+    """Hand the raw arguments to ``study.programs.ecg_sim.main`` (its parser owns the options: OUT, --domain,
     --records, --seed, --hr, --overwrite, ...), so the two never drift apart."""
-    fn = _lazy("make-ecg-sim", "tgdp.data.ecg_sim", "main")
+    from study.programs import ecg_sim
+
     try:
-        return _finish(fn(list(argv)))
+        return _finish(ecg_sim.main(list(argv)))
     except SystemExit as e:  # its argparse (int code) or a message (str code)
         if isinstance(e.code, str):
             raise UserError(e.code) from None
@@ -170,11 +164,12 @@ def cmd_make_ecg_sim(argv: Sequence[str]) -> int:
 
 
 def cmd_ecg(argv: Sequence[str]) -> int:
-    """Hand the raw arguments to ``tgdp.ecg_experiment.main`` (its parser owns the options), imported only
+    """Hand the raw arguments to ``study.programs.ecg.main`` (its parser owns the options), imported only
     when the command runs, so --help, --dry-run and ls stay free of torch."""
-    fn = _lazy("ecg", "tgdp.ecg_experiment", "main")
+    from study.programs import ecg
+
     try:
-        return _finish(fn(list(argv)))
+        return _finish(ecg.main(list(argv)))
     except SystemExit as e:  # its argparse (int code) or a message (str code)
         if isinstance(e.code, str):
             raise UserError(f"ecg: {e.code}") from None
@@ -300,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/gmm", help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_gmm)
 
-    # Listed for --help only: main() hands "make-ecg-sim ..." to tgdp.data.ecg_sim and "ecg ..." to
-    # tgdp.ecg_experiment (add_parser/run/main there) before parsing.
+    # Listed for --help only: main() hands "make-ecg-sim ..." to study.programs.ecg_sim and "ecg ..." to
+    # study.programs.ecg (their own parsers) before parsing.
     sub.add_parser("make-ecg-sim", add_help=False,
                    help="write a simulated ECG data set: OUT --domain source|target --records N --seed S")
     sub.add_parser("ecg", add_help=False,

@@ -111,9 +111,10 @@ def samples_grid(panels: list[tuple[str, torch.Tensor, dict[str, Any]]], path: P
 
 
 def _gmm_grid(k: int = 120):
+    """(gx, gy) k x k numpy meshes over the window, and the same points as a (k*k, 2) tensor."""
     lin = torch.linspace(-GMM_LIM, GMM_LIM, k)
     gx, gy = torch.meshgrid(lin, lin, indexing="xy")
-    return gx, gy, torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    return gx.numpy(), gy.numpy(), torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
 
 
 def gmm_samples_grid(samples: dict[int, dict[str, torch.Tensor]], tasks: dict[int, GMMTask], path: Path,
@@ -124,11 +125,11 @@ def gmm_samples_grid(samples: dict[int, dict[str, torch.Tensor]], tasks: dict[in
     gx, gy, pts = _gmm_grid()
     fig, axes = plt.subplots(len(ns), len(methods), figsize=(2.2 * len(methods), 2.2 * len(ns)), squeeze=False)
     for i, n in enumerate(ns):
-        density = tasks[n].log_q(pts).exp().reshape(gx.shape)
+        density = tasks[n].log_q(pts).exp().reshape(gx.shape).numpy()
         for j, m in enumerate(methods):
             ax = axes[i][j]
             ax.contour(gx, gy, density, levels=5, colors="k", linewidths=0.5)
-            x = samples[n][m][:max_points]
+            x = samples[n][m][:max_points].numpy()
             ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.3)
             ax.set(xlim=(-GMM_LIM, GMM_LIM), ylim=(-GMM_LIM, GMM_LIM), xticks=[], yticks=[])
             if i == 0:
@@ -159,7 +160,8 @@ def gmm_ratio_fields(fields: dict[int, tuple[GMMTask, dict]], path: Path, t: flo
         ]
         for j, (title, val) in enumerate(panels):
             ax = axes[i][j]
-            im = ax.pcolormesh(gx, gy, val.reshape(gx.shape).clamp(-10, 10), cmap="RdBu_r", vmin=-10, vmax=10)
+            field = val.reshape(gx.shape).clamp(-10, 10).detach().numpy()
+            im = ax.pcolormesh(gx, gy, field, cmap="RdBu_r", vmin=-10, vmax=10)
             ax.set(xticks=[], yticks=[])
             ax.set_title(f"{title}, n={n}", fontsize=8)
         fig.colorbar(im, ax=axes[i].tolist(), shrink=0.8)

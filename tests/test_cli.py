@@ -107,17 +107,22 @@ def test_run_refuses_an_existing_study(in_tmp, capsys):
     assert f"study already exists: {root}" in capsys.readouterr().err
 
 
-def test_missing_modules_are_not_available_yet(in_tmp, capsys, monkeypatch):
-    # None in sys.modules makes the import fail exactly as a module that is not written yet
-    root = make_study(in_tmp / "studies")
-    for mod, argv in (("study.report", ["status", str(root)]), ("study.ui", ["ui", str(root)]),
-                      ("study.runner", ["resume", str(root)]), ("tgdp.gmm_experiment", ["gmm", "--n", "10"]),
-                      ("tgdp.data.ecg_sim", ["make-ecg-sim", str(in_tmp / "sim"), "--domain", "source",
-                                             "--records", "3", "--seed", "0"])):
-        monkeypatch.setitem(sys.modules, mod, None)
-        assert main(argv) == 2
-        assert f"`{argv[0]}` is not available yet ({mod}" in capsys.readouterr().err
-    assert not (in_tmp / "sim").exists()
+def test_help_ls_and_dry_run_import_no_execution_module(tmp_path):
+    # guards the lazy dispatch: each command imports what executes it only when it runs, so --help, ls and
+    # --dry-run stay quick and work without starting Ray (in a fresh interpreter: this one has them loaded)
+    code = (
+        "import sys\n"
+        "from study.cli import main\n"
+        "assert main(['--help']) == 0 and main(['gmm', '--help']) == 0\n"
+        f"assert main(['ls', {str(tmp_path)!r}]) == 0\n"
+        f"assert main(['run', {str(SMOKE)!r}, '--dry-run']) == 0\n"
+        "heavy = {m.split('.')[0] for m in sys.modules} & {'ray', 'torch', 'mlflow', 'optuna', 'matplotlib'}\n"
+        "loaded = {m for m in sys.modules if m in ('study.runner', 'study.report', 'study.ui') or\n"
+        "          m.startswith('study.programs.')}\n"
+        "print(sorted(heavy | loaded))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_dispatch_passes_the_study_directory(in_tmp, capsys, monkeypatch):
@@ -159,7 +164,6 @@ def test_console_script_end_to_end(tmp_path):
 
 
 def test_make_ecg_sim_is_handed_to_the_simulator(tmp_path, capsys):
-    pytest.importorskip("tgdp.data.ecg_sim")
     out = tmp_path / "sim"
     assert main(["make-ecg-sim", str(out), "--domain", "target", "--records", "2", "--seed", "0"]) == 0
     assert (out / "REFERENCE.csv").is_file()

@@ -1,4 +1,5 @@
-"""The ECG experiment layer: task loading (splits, normalisation), every method end to end, CLI, specs."""
+"""The ECG experiment: task loading (tgdp/ecg_task.py: splits, normalisation), every method end to end
+(tgdp/ecg_methods.py), the `tgdp-study ecg` program (study/programs/ecg.py), specs."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from study.spec import load_spec, parse_spec, read_yaml
 from tgdp.config import from_dict
 from tgdp.data.ecg import TARGET_CLASSES, fit_lead_norm
 from tgdp.ecg_eval import utility_eval
-from tgdp.ecg_experiment import (ALL_METHODS, ECG_METRICS, PRESETS, UTILITY_PRESETS, ECGDataConfig,
-                                 check_ecg_config, load_ecg_task, main, run_ecg_methods, utility_scores)
+from study.programs.ecg import main
+from tgdp.ecg_config import ECGDataConfig
+from tgdp.ecg_methods import ALL_METHODS, ECG_METRICS, run_ecg_methods, utility_scores
+from tgdp.ecg_task import PRESETS, UTILITY_PRESETS, check_ecg_config, load_ecg_task
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "ecg"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import replace
@@ -14,10 +13,12 @@ from scipy.io import loadmat
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import butter, find_peaks, sosfiltfilt
 
+from study.cli import main as cli_main
+from study.programs.ecg_sim import main
 from tgdp.data.cpsc import load_cpsc
 from tgdp.data.ecg import DERIVED_LEADS, LENGTH, MODEL_LEADS, TARGET_CLASSES, derive_limb_leads, select_leads
-from tgdp.data.ecg_sim import (PTBXL_STATEMENTS, SOURCE_SHIFT, TARGET_SHIFT, DomainShift, add_make_ecg_sim_parser,
-                               draw_labels, main, simulate, write_simulated_dataset)
+from tgdp.data.ecg_sim import (PTBXL_STATEMENTS, SOURCE_SHIFT, TARGET_SHIFT, DomainShift, draw_labels, simulate,
+                               write_simulated_dataset)
 from tgdp.data.ptbxl import load_ptbxl, read_scp_statements
 from tgdp.data.wfdb_io import read_wfdb
 
@@ -190,11 +191,9 @@ def test_target_default_shift_differs_from_source(tmp_path: Path):
 # --- CLI --------------------------------------------------------------------------------------------------------
 
 def test_cli_subcommand_and_main(tmp_path: Path, capsys):
-    parser = argparse.ArgumentParser(prog="tgdp-study")
-    add_make_ecg_sim_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["make-ecg-sim", str(tmp_path / "src"), "--domain", "source", "--records", "5",
-                              "--seed", "2"])
-    assert args.func(args) == 0 and len(load_ptbxl(str(tmp_path / "src"))) == 5
+    # the console command (study.cli hands it to study.programs.ecg_sim) and the program's own main
+    assert cli_main(["make-ecg-sim", str(tmp_path / "src"), "--domain", "source", "--records", "5", "--seed", "2"]) == 0
+    assert len(load_ptbxl(str(tmp_path / "src"))) == 5
     assert main([str(tmp_path / "tgt"), "--domain", "target", "--records", "4", "--seed", "1",
                  "--shift", json.dumps({"noise_std": 0.0, "lead_gains": [1.0] * 8})]) == 0
     saved = json.loads((tmp_path / "tgt" / "simulation.json").read_text())

@@ -134,7 +134,7 @@ def test_unknown_experiment_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_ecg_cli_command(tmp_path, capsys):
-    """`tgdp-study ecg` runs tgdp.ecg_experiment through study.cli (simulated records, micro preset)."""
+    """`tgdp-study ecg` runs study.programs.ecg through study.cli (simulated records, micro preset)."""
     out = tmp_path / "out"
     code = main(["ecg", "--sim", "--preset", "micro", "--sim-dir", str(tmp_path / "sim"), "--sim-source-records", "16",
                  "--sim-target-records", "24", "--n", "4", "--val", "6", "--test", "6", "--methods", "real_only",

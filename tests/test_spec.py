@@ -211,7 +211,7 @@ def test_default_study_searches_the_required_knobs():
 
 def test_default_study_fixes_what_the_fixed_config_experiment_fixes():
     # gmm.yaml repeats tgdp-study gmm's classifier budget and guidance cut-off: a change to one must reach both
-    from tgdp.gmm_experiment import GMM_CLASSIFIER, GMM_SAMPLE, default_config
+    from study.experiments.gmm_defaults import GMM_CLASSIFIER, GMM_SAMPLE, default_config
 
     base, fixed = load_spec(ROOT / "search_spaces" / "gmm.yaml").base_config(), default_config(0)
     assert {k: getattr(base.classifier, k) for k in GMM_CLASSIFIER} == GMM_CLASSIFIER

@@ -1,7 +1,7 @@
 """The data section of the ECG experiment and its utility evaluation, kept free of torch so the spec layer
 can validate them cheaply.
 
-``tgdp.ecg_experiment`` (which re-exports it) loads the records it describes; see its docstring for the
+``tgdp.ecg_task.load_ecg_task`` loads the records it describes; see that module's docstring for the
 split and normalisation rules.
 """
 

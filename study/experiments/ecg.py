@@ -1,6 +1,6 @@
 """The ECG experiment: PTB-XL -> CPSC2018 (or their simulated layouts), the conditional version throughout.
 
-Data, normalisation and scoring are ``tgdp.ecg_experiment``'s (``load_ecg_task``, ``score_records``).
+Data and normalisation are ``tgdp.ecg_task``'s (``load_ecg_task``), scoring ``tgdp.ecg_methods``' (``score_records``).
 Evaluation of a method = generate ``sample.num_samples`` records (labels drawn from the limited target
 set, the same for every method; real_only generates none), train *one* utility classifier on limited
 real + generated records (``spec.evaluation`` = ``UtilityConfig`` overrides, seed = the unit seed unless
@@ -67,7 +67,7 @@ class ECGExperiment(Experiment):
 
     def load(self, data_cfg: ECGDataConfig) -> tuple[Any, dict]:
         """The loaded ``ECGTask`` (splits, normalisation fitted on the source) and its stage dict."""
-        from tgdp.ecg_experiment import load_ecg_task
+        from tgdp.ecg_task import load_ecg_task
 
         task = load_ecg_task(data_cfg)
         return task, task.data
@@ -86,7 +86,8 @@ class ECGExperiment(Experiment):
                  source: nn.Module | None = None, model: nn.Module | None = None,
                  h: nn.Module | None = None) -> dict[str, Any]:
         """Generate (tgdp: source + h; vanilla/finetune/source_only: ``model``; real_only: nothing) and score."""
-        from tgdp.ecg_experiment import check_ecg_config, generation_labels, score_records
+        from tgdp.ecg_methods import generation_labels, score_records
+        from tgdp.ecg_task import check_ecg_config
 
         check_ecg_config(cfg)
         labels = generation_labels(task, cfg.sample)
@@ -122,7 +123,7 @@ class ECGExperiment(Experiment):
         """The per-epoch proxy (module doc): feat_* of a few guided records vs the validation records."""
         import torch
 
-        from tgdp.ecg_experiment import generation_labels
+        from tgdp.ecg_methods import generation_labels
         from tgdp.ecg_features import embedding_distances
 
         sample = replace(cfg.sample, num_samples=min(num, ECG_EPOCH_RECORDS, cfg.sample.num_samples))

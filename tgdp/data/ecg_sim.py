@@ -26,14 +26,12 @@ leads AVR/AVL/AVF uppercase as in PTB-XL. ``domain="target"`` writes CPSC2018 in
 variable length. ``simulation.json`` records seed, domain and shift. The loaders in ``tgdp.data.ptbxl`` /
 ``tgdp.data.cpsc`` read both.
 
-CLI. ``study/cli.py`` wires ``tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S``
-with ``add_make_ecg_sim_parser(subparsers)`` (adds the subcommand, sets ``func=run_make_ecg_sim``) and
-``run_make_ecg_sim(args) -> int``; ``main(argv)`` and ``python -m tgdp.data.ecg_sim`` run it standalone.
+The command line ``tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S`` is
+``study.programs.ecg_sim``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import struct
@@ -356,50 +354,3 @@ def _write_cpsc(out_dir: str, labels, signals, rng) -> None:
         lines.append(",".join([name] + [str(c) for c in codes] + [""] * (3 - len(codes))))
     with open(os.path.join(out_dir, "REFERENCE.csv"), "wb") as f:
         f.write(("\r\n".join(lines) + "\r\n").encode("utf-8"))
-
-
-# --- CLI ------------------------------------------------------------------------------------------------
-
-def add_make_ecg_sim_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``make-ecg-sim`` subcommand to an argparse subparsers object (sets func=run_make_ecg_sim)."""
-    p = subparsers.add_parser("make-ecg-sim", help="write a simulated ECG dataset (PTB-XL or CPSC2018 layout)")
-    _add_arguments(p)
-    p.set_defaults(func=run_make_ecg_sim)
-    return p
-
-
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out", metavar="OUT", help="output directory")
-    p.add_argument("--domain", choices=("source", "target"), required=True, help="source: PTB-XL, target: CPSC2018")
-    p.add_argument("--records", type=int, default=1000, help="number of records")
-    p.add_argument("--seed", type=int, default=0, help="generation seed")
-    p.add_argument("--hr", action="store_true", help="source: also write 500 Hz records500/")
-    p.add_argument("--scp-statements", default=None, help="source: copy this real scp_statements.csv")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
-    p.add_argument("--shift", default=None, help="JSON object overriding DomainShift fields of the domain default")
-
-
-def run_make_ecg_sim(args: argparse.Namespace) -> int:
-    """Run the subcommand from parsed args; prints the summary, returns the exit status."""
-    shift = SOURCE_SHIFT if args.domain == "source" else TARGET_SHIFT
-    if args.shift:
-        overrides = json.loads(args.shift)
-        unknown = set(overrides) - set(asdict(shift))
-        if unknown:
-            raise SystemExit(f"--shift: unknown field(s) {sorted(unknown)}; allowed: {sorted(asdict(shift))}")
-        shift = replace(shift, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    summary = write_simulated_dataset(args.out, args.domain, args.records, args.seed, shift, hr=args.hr,
-                                      scp_statements=args.scp_statements, overwrite=args.overwrite)
-    print(json.dumps({k: summary[k] for k in ("domain", "records", "seed", "label_counts")}))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry: ``python -m tgdp.data.ecg_sim OUT --domain source --records 100 --seed 0``."""
-    parser = argparse.ArgumentParser(prog="make-ecg-sim", description=__doc__.split("\n")[0])
-    _add_arguments(parser)
-    return run_make_ecg_sim(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

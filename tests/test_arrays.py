@@ -289,3 +289,33 @@ def test_spec_checks_rows_for_the_largest_n_and_conditional_stages(files, labell
     on = {s: {"conditional": True} for s in ("source", "classifier", "time_classifier", "guidance", "vanilla",
                                              "finetune")}
     assert parse_spec(arrays_spec(labelled, fixed=on)).data["label_key"] == "y"
+
+
+def test_conditional_methods_fit_and_score_on_labelled_arrays(labelled):
+    # guards the label plumbing of the conditional version (one-hot labels through every stage, label draws
+    # for sampling) in-process; the e2e study (tests/test_arrays_study.py) runs the unconditional one
+    from study.experiments import get_experiment
+    from tgdp import stages
+    from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig, \
+        TimeClassifierConfig
+    from tgdp.methods import get_method
+    from tgdp.reporter import MemoryReporter
+
+    exp, on = get_experiment("arrays"), {"conditional": True, "report_every": 20}
+    task, data = exp.load(cfg_of(labelled))
+    cfg = TGDPConfig(source=ScoreConfig(width=16, depth=1, steps=40, **on),
+                     classifier=ClassifierConfig(width=8, depth=1, steps=20, **on),
+                     time_classifier=TimeClassifierConfig(width=8, depth=1, steps=20, **on),
+                     guidance=GuidanceConfig(width=8, depth=1, epochs=1, batch_size=256, conditional=True),
+                     vanilla=ScoreConfig(width=8, depth=1, steps=20, **on),
+                     finetune=ScoreConfig(width=8, depth=1, steps=20, **on),
+                     sample=SampleConfig(steps=2, num_samples=32, batch_size=32))
+    cpu, sched = torch.device("cpu"), exp.schedule(task)
+    source = stages.pretrain_source(cfg.source, data, sched, cpu, MemoryReporter())
+    for name in exp.methods:
+        mc = exp.method_config(name, cfg)
+        fit = get_method(name).fit(mc, data, source, sched, cpu, MemoryReporter())
+        res = exp.evaluate(name, mc, task, data, cpu, source=source, model=fit.model, h=fit.guidance)
+        assert all(math.isfinite(v) for v in res["test"].values()), (name, res["test"])
+        if fit.classifier is not None:  # tgdp, tgdp_reg: the joint-ratio classifier's diagnostics
+            assert all(math.isfinite(v) for v in exp.diagnostics(task, fit.classifier, fit.guidance, mc).values())

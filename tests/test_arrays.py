@@ -129,6 +129,14 @@ def test_labels_become_one_hot_and_conditional(labelled):
     assert (task.data["source_y"].sum(1) == 1).all()  # one-hot
 
 
+def test_label_values_map_to_dense_one_hot_columns(tmp_path, files):
+    np.save(tmp_path / "ys.npy", np.where(np.arange(400) % 2, 100, 7))  # values 7 and 100: two classes
+    np.save(tmp_path / "yt.npy", np.full(300, 100))
+    task = load_arrays(cfg_of(files, source_labels=str(tmp_path / "ys.npy"), target_labels=str(tmp_path / "yt.npy")))
+    assert task.info.classes == (7, 100) and task.data["source_y"].shape == (400, 2)  # not 101 columns
+    assert (task.data["target_y"].argmax(1) == 1).all()  # 100 -> column 1, the second smallest value
+
+
 def test_labels_from_separate_npy_files(tmp_path, labelled):
     for name in ("source", "target"):
         np.save(tmp_path / f"{name}_y.npy", np.load(labelled[name])["y"])

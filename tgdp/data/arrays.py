@@ -21,10 +21,13 @@ Rules, each chosen so that a study's numbers mean the same thing for every n and
 * **Standardisation** (``standardize``, default on): per-column mean and standard deviation of the
   *source* rows (all of them are training data; no target row enters), applied to every split of both
   domains; a constant column keeps scale 1. Source-only statistics do not depend on n or on the split,
-  so every metric of a study is in one fixed unit system. Metrics are computed in standardised units
+  so every metric of a study is in one fixed unit system, and the source model's training rows are the
+  same at every n (the stage cache keys the source model by the data config *without* n; pooled
+  source + target-train statistics would break that). Metrics are computed in standardised units
   (each column weighs the same in the distances whatever its raw scale); ``Standardizer.invert`` maps
   samples back to the file's units.
-* **Labels** are integers >= 0; the one-hot width K is max(source label) + 1 (a gap is an unused class).
+* **Labels** are integers >= 0 (any values: 3, 7, 100 are fine); one-hot column k is the k-th smallest
+  distinct source label (``ArraysInfo.classes``), so K = the number of distinct source labels.
   Target labels must occur among the source labels: TGDP transfers a label-conditional source model.
 """
 
@@ -244,14 +247,19 @@ def _count(size: int | float, total: int) -> int:
 
 @dataclass(frozen=True)
 class ArraysInfo:
-    """What ``check_arrays`` found: sizes and the label set (also shown by ``--dry-run`` style tools)."""
+    """What ``check_arrays`` found: the sizes and the label width."""
 
     source_rows: int  # rows of the source file (m)
     target_rows: int  # rows of the target file (train + validation + test pool)
     dim: int  # columns d of both files
     val: int  # validation rows
     test: int  # test rows
-    num_labels: int  # one-hot width K (0 = unconditional)
+    classes: tuple[int, ...] = ()  # distinct source labels, sorted: one-hot column k is classes[k] (() = none)
+
+    @property
+    def num_labels(self) -> int:
+        """One-hot width K (0 = unconditional)."""
+        return len(self.classes)
 
 
 def check_arrays(cfg: ArraysConfig, max_n: int | None = None) -> tuple[ArraysInfo, dict[str, Any]]:
@@ -276,7 +284,8 @@ def check_arrays(cfg: ArraysConfig, max_n: int | None = None) -> tuple[ArraysInf
         raise ArraysDataError("target", cfg.target, f"{xt.shape[0]} rows, fewer than n + val + test = "
                               f"{n} + {val} + {test} = {n + val + test}",
                               f"a target file with >= {n + val + test} rows, or smaller factors.n / val / test")
-    info = ArraysInfo(xs.shape[0], xt.shape[0], xs.shape[1], val, test, 0 if ys is None else int(ys.max()) + 1)
+    classes = () if ys is None else tuple(int(c) for c in np.unique(ys))
+    info = ArraysInfo(xs.shape[0], xt.shape[0], xs.shape[1], val, test, classes)
     return info, {"source_x": xs, "target_x": xt, "source_y": ys, "target_y": yt}
 
 
@@ -349,11 +358,14 @@ def load_arrays(cfg: ArraysConfig) -> ArraysTask:
     data: dict[str, Any] = {"source_x": scaler.apply(raw["source_x"]), "target_x": scaler.apply(xt[split["train"]])}
     labels: dict[str, Any] = {}
     if raw["source_y"] is not None:
-        k = info.num_labels
-        data["source_y"] = one_hot(torch.as_tensor(raw["source_y"]), k)
-        yt = raw["target_y"]
-        data["target_y"] = one_hot(torch.as_tensor(yt[split["train"]]), k)
-        labels = {f"{s}_y": one_hot(torch.as_tensor(yt[split[s]]), k) for s in ("val", "test")}
+        classes, k = np.asarray(info.classes), info.num_labels
+
+        def hot(y: np.ndarray):  # label values -> one-hot columns (every value is among classes: checked)
+            return one_hot(torch.as_tensor(np.searchsorted(classes, y)), k)
+
+        data["source_y"], yt = hot(raw["source_y"]), raw["target_y"]
+        data["target_y"] = hot(yt[split["train"]])
+        labels = {f"{s}_y": hot(yt[split[s]]) for s in ("val", "test")}
     return ArraysTask(cfg, info, data, scaler.apply(xt[split["val"]]), scaler.apply(xt[split["test"]]),
                       split=split, scaler=scaler, schedule=VPSchedule(), **labels)
 

@@ -276,9 +276,10 @@ def check_arrays(cfg: ArraysConfig, max_n: int | None = None) -> tuple[ArraysInf
     if ys is not None and yt is not None:
         extra = sorted(set(np.unique(yt).tolist()) - set(np.unique(ys).tolist()))
         if extra:
-            raise ArraysDataError("target_labels" if cfg.target_labels else "label_key",
-                                  cfg.target_labels or cfg.target, f"target labels {extra[:10]} do not occur in "
-                                  "the source labels", f"labels among the source's {sorted(np.unique(ys).tolist())[:20]}")
+            known = sorted(np.unique(ys).tolist())[:20]
+            raise ArraysDataError("target_labels" if cfg.target_labels else "label_key", cfg.target_labels or cfg.target,
+                                  f"target labels {extra[:10]} do not occur in the source labels",
+                                  f"labels among the source's {known}")
     val, test, n = _count(cfg.val, xt.shape[0]), _count(cfg.test, xt.shape[0]), max_n or cfg.n
     if n + val + test > xt.shape[0]:
         raise ArraysDataError("target", cfg.target, f"{xt.shape[0]} rows, fewer than n + val + test = "

@@ -10,16 +10,27 @@ A study lives in ``<dir>/<name>/``::
     ray/           Ray Tune / Train storage (``storage_path``)
     cache/         stage cache (source model, baselines), keyed by content hash
     report/        reports, tables and figures
+    trials/<label>/<tune trial id>/result.pt
+                   a finished trial's final evaluation (``RESULT_FILE``); ``trials/<label>/DONE`` marks a unit
+                   whose Tune run finished
+    state.json     cache directory and tracking URI chosen at creation (resume and report reuse them)
     lock           held while a process drives the study
 
-All paths are absolute: Ray workers and MLflow may run in other working directories.
+A unit is one (n, seed) of the spec's factors, labelled ``n<n>`` (``n<n>-s<seed>`` with several seeds); its
+Optuna study and its Tune run are both named ``<study>-<label>`` (``run_name``).
+
+The paths of ``StudyPaths`` are absolute (Ray workers and MLflow may run in other working directories);
+``state.json`` stores paths inside the study directory relative to it, so a study can be moved or copied.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from study import UserError
 
@@ -27,6 +38,9 @@ from study import UserError
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STUDY_NAME_RULE = "1-64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit, no '..'"
 DEFAULT_STUDIES_DIR = "studies"  # default --dir, relative to the working directory
+RESULT_FILE = "result.pt"  # a finished trial's final evaluation, written by study.trial.trial_loop
+STATE_FILE = "state.json"
+_SQLITE = "sqlite:///"  # + an absolute path gives four slashes; + a relative one is relative to the study
 
 
 class StudyPathError(UserError):
@@ -92,6 +106,52 @@ class StudyPaths:
         return self.root / "lock"
 
     @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    def trials_dir(self, label: str) -> Path:
+        """The result files of one unit's trials (``<trial id>/result.pt``) and its ``DONE`` marker."""
+        return self.root / "trials" / label
+
+    def result(self, label: str, trial_id: str) -> Path:
+        """Where the trial's final evaluation is saved (``study.trial.trial_loop`` writes it)."""
+        return self.trials_dir(label) / trial_id / RESULT_FILE
+
+    def done_marker(self, label: str) -> Path:
+        """Present once the unit's Tune run finished (resume then skips the unit)."""
+        return self.trials_dir(label) / "DONE"
+
+    def read_state(self) -> dict[str, str]:
+        """``state.json`` ({} before the first run) with its paths absolute again. Older studies stored
+        absolute paths: those are read as they are."""
+        state = json.loads(self.state.read_text()) if self.state.is_file() else {}
+        if "cache_dir" in state:
+            state["cache_dir"] = str(self.root / state["cache_dir"])  # an absolute value stays itself
+        uri = state.get("tracking_uri", "")
+        if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+            state["tracking_uri"] = _SQLITE + str(self.root / uri[len(_SQLITE):])
+        return state
+
+    def write_state(self, state: dict[str, str]) -> None:
+        """Write ``state.json`` (atomically), with paths inside the study directory relative to it."""
+        out = dict(state)
+        if "cache_dir" in out:
+            out["cache_dir"] = self._relative(Path(out["cache_dir"]))
+        uri = out.get("tracking_uri", "")
+        if uri.startswith(_SQLITE + "/"):
+            out["tracking_uri"] = _SQLITE + self._relative(Path(uri[len(_SQLITE):]))
+        tmp = self.state.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, self.state)
+
+    def _relative(self, path: Path) -> str:
+        """``path`` relative to the study directory when it lies inside it, else absolute."""
+        try:
+            return path.resolve().relative_to(self.root).as_posix() or "."
+        except ValueError:
+            return str(path)
+
+    @property
     def optuna_url(self) -> str:
         """SQLAlchemy URL of the Optuna storage."""
         return f"sqlite:///{self.optuna_db}"
@@ -114,6 +174,21 @@ class StudyPaths:
         """Create the directory tree (the caller writes spec.yaml first; see ``study.spec.write_spec``)."""
         for d in (self.root, self.mlartifacts, self.ray, self.cache, self.report):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def unit_label(spec: Any, n: int, seed: int) -> str:
+    """``n<n>``, or ``n<n>-s<seed>`` when the spec (a ``study.spec.StudySpec``) has several seeds."""
+    return f"n{n}" if len(spec.factors.seeds) == 1 else f"n{n}-s{seed}"
+
+
+def units(spec: Any) -> list[tuple[int, int, str]]:
+    """Every unit (n, seed, label) of the spec, in run order (n outer, seed inner)."""
+    return [(n, s, unit_label(spec, n, s)) for n in spec.factors.n for s in spec.factors.seeds]
+
+
+def run_name(spec: Any, label: str) -> str:
+    """Name of a unit's Optuna study and of its Tune run."""
+    return f"{spec.name}-{label}"
 
 
 def study_paths(base_dir: str | Path, name: str) -> StudyPaths:

@@ -22,14 +22,9 @@ from typing import Any, Callable
 
 from study import UserError
 from study.experiments import experiment_for
-from study.paths import StudyPaths
+from study.paths import StudyPaths, units
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
-
-
-def _units(spec: StudySpec) -> list[tuple[int, int, str]]:
-    label = (lambda n, s: f"n{n}") if len(spec.factors.seeds) == 1 else (lambda n, s: f"n{n}-s{s}")
-    return [(n, s, label(n, s)) for n in spec.factors.n for s in spec.factors.seeds]
 
 
 def _load_study(paths: StudyPaths, name: str):
@@ -78,7 +73,7 @@ def status(study_dir: str | Path) -> str:
     spec = read_study_spec(paths)
     lines = [f"study {spec.name}  ({paths.root})", f"objective: " +
              ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
-    for n, seed, label in _units(spec):
+    for n, seed, label in units(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
         if study is None:
             lines.append(f"  {label}: not started")
@@ -88,7 +83,7 @@ def status(study_dir: str | Path) -> str:
             counts[t.state.name] = counts.get(t.state.name, 0) + 1
         shown = ", ".join(f"{c} {s.lower()}" for s, c in sorted(counts.items())) or "no trials yet"
         lines.append(f"  {label}: {shown} (of {spec.budget.trials_per_n})"
-                     + ("  [done]" if (paths.root / "trials" / label / "DONE").is_file() else ""))
+                     + ("  [done]" if paths.done_marker(label).is_file() else ""))
         b = best_trial(study, spec, _finished(paths, label))
         if b is not None:
             vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(spec.metrics, b.values))
@@ -99,10 +94,8 @@ def status(study_dir: str | Path) -> str:
 
 def _result_path(paths: StudyPaths, label: str, trial) -> Path | None:
     """Where the trial's final evaluation is saved (None for a trial Tune never named)."""
-    from study.trial import RESULT_FILE
-
     tid = trial.user_attrs.get("tune_trial_id")
-    return paths.root / "trials" / label / str(tid) / RESULT_FILE if tid else None
+    return paths.result(label, str(tid)) if tid else None
 
 
 def _finished(paths: StudyPaths, label: str) -> Callable[[Any], bool]:
@@ -149,14 +142,13 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
 
     paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
-    state_path = paths.root / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    state = paths.read_state()
     cache_dir = Path(state.get("cache_dir", paths.cache))
     tracking_uri = tracking_uri or state.get("tracking_uri", paths.mlflow_url)
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
-    for n, seed, label in _units(spec):
+    for n, seed, label in units(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
         baselines = _baselines(spec, cache_dir, n, seed)
         for e in baselines:
@@ -200,28 +192,27 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
 def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path]) -> None:
     """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent)."""
     from study.cache import StageCache
-    from study.runner import finalize_trial
     from study.spec import dump_spec
     from study.tracking import Tracker
+    from study.trial_records import TrialRecords
 
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
-    state = json.loads((paths.root / "state.json").read_text()) if (paths.root / "state.json").is_file() else {}
-    cache = StageCache(state.get("cache_dir", paths.cache))
-    ctx = {"tracker": tracker, "paths": paths, "parents": {}, "spec_text": dump_spec(spec), "cache": cache}
-    for n, seed, label in _units(spec):
-        run_dir = paths.root / "trials" / label
+    cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
+    records = TrialRecords(tracker, paths, spec)
+    for n, seed, label in units(spec):
+        run_dir = paths.trials_dir(label)
         if not run_dir.is_dir() and not (paths.ray / f"{spec.name}-{label}").exists():
             continue
-        ctx["parents"][label] = tracker.parent(spec.name, label, n, seed)
+        parent = records.parent(label)
         for e in _baselines(spec, cache.root, n, seed):
-            tracker.baseline_run(ctx["parents"][label], label, e)
+            tracker.baseline_run(parent, label, e)
         for d in sorted(run_dir.glob("*/result.pt")) if run_dir.is_dir() else []:
             run = tracker.find(kind="trial", trial_id=d.parent.name)
             if run is None or run.data.tags.get("finalized") != "true":
                 status_ = run.info.status if run is not None and run.info.status != "RUNNING" else "FINISHED"
-                finalize_trial(ctx, label, d.parent.name, {}, None, status_)
-        if (run_dir / "DONE").is_file():
-            tracker.set_status(ctx["parents"][label], "FINISHED")
+                records.finalize(label, d.parent.name, None, None, status_)
+        if paths.done_marker(label).is_file():
+            tracker.set_status(parent, "FINISHED")
     run_id, _ = tracker.get_or_create("summary", kind="summary", study=spec.name)
     for name in ("summary.csv", "summary.md", "trials.csv"):
         tracker.log_artifact(run_id, out / name, "report")
@@ -240,7 +231,7 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
     if n not in spec.factors.n:
         raise UserError(f"n={n} is not a target size of study {spec.name}; allowed: {list(spec.factors.n)}")
     found = []
-    for nn, seed, label in _units(spec):
+    for nn, seed, label in units(spec):
         study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
         if study is not None and (b := best_trial(study, spec, _finished(paths, label))) is not None:
             found.append((b, seed))

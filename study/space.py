@@ -12,14 +12,12 @@ Parameters are keyed by a dotted ``TGDPConfig`` path (``section.field``), in the
 (``equals``/``in``, on its effective value) or is switched off / on (``off: true|false``).
 An unsampled parameter keeps its ``fixed``/default value.
 
-Optuna parameter names are the dotted paths themselves (no "/", which Ray Tune would unflatten).
+The space compiled for Optuna (define-by-run, samplers, grid): ``study.search``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
@@ -295,47 +293,18 @@ def initial_trial_params(space: Space, point: Mapping[str, Any]) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------------------------
-# Optuna compilation
+# Trial params -> config overrides (the Optuna compilation of the space: study.search)
 
 
 def switch_name(path: str) -> str:
     return path + SWITCH_SUFFIX
 
 
-def _suggest(trial: Any, path: str, p: Any) -> Any:
-    if p.kind == "float":
-        return trial.suggest_float(path, p.low, p.high, log=p.log, step=p.step)
-    if p.kind == "int":
-        return trial.suggest_int(path, p.low, p.high, log=p.log, step=p.step)
-    return trial.suggest_categorical(path, list(p.choices))
-
-
-def define_by_run(trial: Any, space: Space, constants: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Optuna define-by-run function (module-level; bind with ``functools.partial`` for OptunaSearch).
-
-    Suggests the parameters of ``space`` on ``trial`` in order, honouring conditions and
-    off-switches. Returns ``constants`` plus ``{path: off value}`` for every parameter switched
-    off, so the Tune config holds the effective value of every sampled path.
-    """
-    out = dict(constants or {})
-    state: dict[str, tuple[Any, bool]] = {}  # path -> (effective value, switched off), sampled only
-    for path, p in space.items():
-        if p.when is not None:
-            if p.when.param not in state or not p.when.holds(*state[p.when.param]):
-                continue
-        if p.off is not None and trial.suggest_categorical(switch_name(path), list(SWITCH_CHOICES)) == "off":
-            state[path] = (p.off, True)
-            out[path] = p.off
-            continue
-        state[path] = (_suggest(trial, path, p), False)
-    return out
-
-
 def params_to_overrides(space: Space, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Nested ``{section: {field: value}}`` overrides from a trial's flat params.
 
-    ``params`` is Optuna's ``trial.params`` or a Tune config (params plus the constants returned by
-    ``define_by_run``); keys that are not space paths or switches are ignored. A switch "off"
+    ``params`` is Optuna's ``trial.params`` or a Tune config (the params plus the off values that
+    ``study.search.define_by_run`` returns); keys that are not space paths or switches are ignored. A switch "off"
     sets its path to the off value; a path missing from ``params`` was not sampled.
     """
     out: dict[str, dict[str, Any]] = {}
@@ -350,52 +319,6 @@ def params_to_overrides(space: Space, params: Mapping[str, Any]) -> dict[str, di
         section, _, name = path.partition(".")
         out.setdefault(section, {})[name] = value
     return out
-
-
-def grid_values(p: Any) -> list[Any]:
-    """The finite set of values of a categorical/int/stepped-float parameter (for the grid sampler)."""
-    if p.kind == "categorical":
-        return list(p.choices)
-    if p.kind == "float" and p.step is None:
-        raise ValueError("a float parameter without step has no grid")
-    k = int(math.floor((p.high - p.low) / p.step + 1e-9))
-    vals = [p.low + i * p.step for i in range(k + 1)]
-    return [int(v) for v in vals] if p.kind == "int" else [round(v, 12) for v in vals]
-
-
-def grid_search_space(space: Space) -> dict[str, list[Any]]:
-    """``GridSampler`` search space: every (switch and) parameter with its values."""
-    grid: dict[str, list[Any]] = {}
-    for path, p in space.items():
-        if p.off is not None:
-            grid[switch_name(path)] = list(SWITCH_CHOICES)
-        grid[path] = grid_values(p)
-    return grid
-
-
-def make_sampler(sampler: str, space: Space, *, seed: int | None) -> Any:
-    """The Optuna sampler named in the spec (``optuna`` is imported here, not at module import)."""
-    import warnings
-
-    import optuna
-
-    s = optuna.samplers
-    if sampler == "tpe":
-        # multivariate + group: TPE models the joint, conditional space (experimental, hence quiet)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return s.TPESampler(seed=seed, multivariate=True, group=True)
-    if sampler == "cmaes":
-        return s.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if sampler == "gp":
-        return s.GPSampler(seed=seed, warn_independent_sampling=False)
-    if sampler == "random":
-        return s.RandomSampler(seed=seed)
-    if sampler == "grid":
-        return s.GridSampler(grid_search_space(space), seed=seed)
-    if sampler == "nsga2":
-        return s.NSGAIISampler(seed=seed)
-    raise ValueError(f"unknown sampler {sampler!r}; allowed: {list(SAMPLERS)}")
 
 
 def describe_space(space: Space) -> str:
@@ -422,6 +345,3 @@ def describe_space(space: Space) -> str:
         lines.append(f"  {path:<{width}}  {dom}" + (f"   ({'; '.join(extra)})" if extra else ""))
     return "\n".join(lines)
 
-
-def config_sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(TGDPConfig)]

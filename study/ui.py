@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,9 +16,7 @@ from study.paths import StudyPaths
 def server_command(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
     """The ``mlflow server`` command line serving this study (bound to ``host``, 127.0.0.1 by default)."""
     paths = StudyPaths(Path(study_dir).resolve())
-    state_path = paths.root / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    uri = state.get("tracking_uri", paths.mlflow_url)
+    uri = paths.read_state().get("tracking_uri", paths.mlflow_url)
     exe = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     return [exe, "server", "--backend-store-uri", uri, "--default-artifact-root", paths.artifact_location,
             "--host", host, "--port", str(port), "--workers", "1"]

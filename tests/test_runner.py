@@ -190,10 +190,10 @@ def test_asha_never_stops_an_initial_trial_but_still_ranks_it():
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import ASHAScheduler
 
-    from study.runner import KeepInitialTrialsASHA
+    from study.search import KeepInitialTrialsASHA
 
     def run(scheduler) -> list[str]:
-        trials = [Trial("t", config={"guidance.lr": lr, "_rt": {}}, stub=True) for lr in (0.004, 0.002, 0.001)]
+        trials = [Trial("t", config={"guidance.lr": lr}, stub=True) for lr in (0.004, 0.002, 0.001)]
         for t in trials:
             scheduler.on_trial_add(None, t)
         return [scheduler.on_trial_result(None, t, {"epoch": 4, "ed": ed})

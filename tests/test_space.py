@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from study.space import (
-    SAMPLERS, define_by_run, describe_space, grid_search_space, make_sampler, params_to_overrides, switch_name,
-)
+from study.runtime import resolve, trial_runtime
+from study.search import define_by_run, grid_search_space, make_sampler
+from study.space import SAMPLERS, describe_space, params_to_overrides, switch_name
 from study.spec import load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,7 +38,7 @@ SPACE = {
 }
 
 
-def run_trials(space, sampler, n_trials, directions=("minimize",), constants=None):
+def run_trials(space, sampler, n_trials, directions=("minimize",)):
     """A real Optuna study (``optimize``: GridSampler stops the study itself when the grid is exhausted).
 
     Returns [(trial.params, define_by_run's return value, trial.distributions)] per trial."""
@@ -46,7 +46,7 @@ def run_trials(space, sampler, n_trials, directions=("minimize",), constants=Non
     out = []
 
     def objective(trial):
-        consts = define_by_run(trial, space, constants)
+        consts = define_by_run(trial, space)
         out.append((dict(trial.params), consts, dict(trial.distributions)))
         v = float(trial.number % 3)
         return tuple([v] * len(directions)) if len(directions) > 1 else v
@@ -57,10 +57,10 @@ def run_trials(space, sampler, n_trials, directions=("minimize",), constants=Non
 
 def test_conditionals_off_switch_and_log_bounds():
     spec = make_spec(SPACE)
-    trials = run_trials(spec.space, optuna.samplers.RandomSampler(seed=0), 60, constants={"n": 10})
+    trials = run_trials(spec.space, optuna.samplers.RandomSampler(seed=0), 60)
     seen_off = seen_on = seen_depth = seen_no_depth = False
     for params, consts, dists in trials:
-        assert consts["n"] == 10  # constants pass through
+        assert set(consts) <= {"guidance.eta_cycle"}  # only switched-off paths come back (their off value)
         # conditional: depth only when width is 128/256
         if params["guidance.width"] in (128, 256):
             assert params["guidance.depth"] in (2, 4, 6)
@@ -102,10 +102,10 @@ def test_params_to_overrides_and_resolved_config():
 def test_define_by_run_is_picklable():
     # OptunaSearch pickles its space function: module-level function + partial over a frozen spec
     spec = load_spec(ROOT / "search_spaces" / "gmm.yaml")
-    fn = pickle.loads(pickle.dumps(functools.partial(define_by_run, space=spec.space, constants={"n": 100})))
+    fn = pickle.loads(pickle.dumps(functools.partial(define_by_run, space=spec.space)))
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    assert fn(trial)["n"] == 100 and "guidance.width" in trial.params
+    assert isinstance(fn(trial), dict) and "guidance.width" in trial.params
 
 
 def test_grid_sampler_enumerates_the_grid():
@@ -139,7 +139,23 @@ def test_every_sampler_runs_the_default_space(sampler):
                           "guidance.depth": {"kind": "int", "low": 1, "high": 2}}, sampler="grid")
     else:
         spec = load_spec(ROOT / "search_spaces" / spec_file)
-    run_trials(spec.space, make_sampler(sampler, spec.space, seed=0), 4)
+    trials = run_trials(spec.space, make_sampler(sampler, spec.space, seed=0), 4)
+    # the sampler drives all 4 trials, every one inside the space and resolving to a valid config
+    assert len(trials) == 4
+    rt = trial_runtime(spec, 10, 0, cache_dir="c", trials_dir="t", train_storage="s", classifier_searched=False)
+    for params, consts, _ in trials:
+        for path, p in spec.space.items():
+            if p.off is not None and params[switch_name(path)] == "off":
+                assert path not in params and consts[path] == p.off
+            elif p.kind == "categorical":
+                assert params[path] in p.choices
+            else:
+                assert p.low <= params[path] <= p.high
+        _, cfg = resolve(rt, {**params, **consts})
+        assert cfg == spec.resolved_config(10, 0, params)[1]
+    # a seeded sampler is reproducible: the same seed gives the same first trials
+    again = run_trials(spec.space, make_sampler(sampler, spec.space, seed=0), 4)
+    assert [p for p, _, _ in again] == [p for p, _, _ in trials]
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])

@@ -1,4 +1,4 @@
-"""study/trial.py: a damaged latest trial checkpoint falls back to the previous intact one (logged)."""
+"""study/ray_reporter.py: a damaged latest trial checkpoint falls back to the previous intact one (logged)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("ray")
 from ray.train import Checkpoint  # noqa: E402
 
-from study.trial import CKPT_FILE, load_checkpoint_state  # noqa: E402
+from study.ray_reporter import CKPT_FILE, load_checkpoint_state  # noqa: E402
 
 
 def _run(tmp_path, epochs=(1, 2, 3)):

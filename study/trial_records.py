@@ -1,0 +1,68 @@
+"""The MLflow record of a study's trials: a parent run per unit, a run per trial, finalised from its result file.
+
+``TrialRecords`` is used by the driver (the Tune callback ``study.callback`` and the reconciliation at the end
+of each unit in ``study.runner``) and by ``study.report`` (which logs what a crashed or offline driver could
+not). It sits next to ``study.tracking`` (the MLflow layout) and imports neither the runner nor the report.
+Every call is idempotent: runs are found by their tags before one is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from study.paths import StudyPaths, units
+from study.spec import StudySpec, dump_spec
+from study.tracking import Tracker, flatten
+
+
+def resolved_params(spec: StudySpec, n: int, seed: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's whole resolved config (data.*, every stage field, evaluation.*), flattened for MLflow params."""
+    from tgdp.config import to_dict
+
+    data_cfg, cfg = spec.resolved_config(n, seed, params)
+    evaluation = {f"evaluation.{k}": v for k, v in (spec.evaluation or {}).items()}
+    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg)), **evaluation}
+
+
+@dataclass
+class TrialRecords:
+    """The MLflow runs of one study's units and trials (driver side: never inside Ray workers)."""
+
+    tracker: Tracker
+    paths: StudyPaths
+    spec: StudySpec
+    parents: dict[str, str] = field(default_factory=dict)  # unit label -> its parent run id
+    spec_text: str = field(init=False)  # the spec as YAML, logged with every finished trial
+
+    def __post_init__(self) -> None:
+        self.spec_text = dump_spec(self.spec)
+        self._units = {label: (n, seed) for n, seed, label in units(self.spec)}
+
+    def parent(self, label: str) -> str:
+        """The parent run of unit ``label`` (created RUNNING the first time)."""
+        n, seed = self._units[label]
+        self.parents[label] = self.tracker.parent(self.spec.name, label, n, seed)
+        return self.parents[label]
+
+    def trial_run(self, label: str, trial_id: str, params: Mapping[str, Any] | None) -> str:
+        """The trial's run (RUNNING), with its searched ``params`` (the Tune config) and, when they are
+        known, the resolved config they give."""
+        n, seed = self._units[label]
+        resolved = resolved_params(self.spec, n, seed, params) if params else None
+        return self.tracker.trial_run(self.parents[label], label, trial_id, dict(params or {}), resolved)
+
+    def finalize(self, label: str, trial_id: str, params: Mapping[str, Any] | None,
+                 last: Mapping[str, Any] | None, status: str) -> None:
+        """Log the trial's result file (if it has one: the final metrics, plots, guidance weights) or its
+        last in-training report, and terminate its run with ``status``."""
+        import torch
+
+        run_id = self.trial_run(label, trial_id, params)
+        path = self.paths.result(label, trial_id)
+        result = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        self.tracker.finish_trial(run_id, result, dict(last) if last else None, status, self.spec_text)
+
+
+__all__ = ["TrialRecords", "resolved_params"]

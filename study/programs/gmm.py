@@ -116,8 +116,8 @@ def run_seed(seed: int, ns: list[int], overrides: list[str], out: Path) -> list[
 
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")
-    # The GMM nets are small MLPs: intra-op threads only add synchronisation (measured on 2 busy
-    # cores: 200 source steps took 6.9 s on one thread and 200 s on two).
+    # The GMM nets are small MLPs: intra-op threads only add synchronisation, which on a shared, busy machine
+    # made the source stage many times slower than one thread (seen on a 2-core box; no result file measures it).
     torch.set_num_threads(1)
     cfg = apply_overrides(default_config(seed), overrides)
     say = lambda s: print(f"[seed {seed}] {s}", flush=True)  # noqa: E731

@@ -277,7 +277,8 @@ def check_arrays(cfg: ArraysConfig, max_n: int | None = None) -> tuple[ArraysInf
         extra = sorted(set(np.unique(yt).tolist()) - set(np.unique(ys).tolist()))
         if extra:
             known = sorted(np.unique(ys).tolist())[:20]
-            raise ArraysDataError("target_labels" if cfg.target_labels else "label_key", cfg.target_labels or cfg.target,
+            key = "target_labels" if cfg.target_labels else "label_key"
+            raise ArraysDataError(key, cfg.target_labels or cfg.target,
                                   f"target labels {extra[:10]} do not occur in the source labels",
                                   f"labels among the source's {known}")
     val, test, n = _count(cfg.val, xt.shape[0]), _count(cfg.test, xt.shape[0]), max_n or cfg.n

@@ -92,11 +92,12 @@ class StudySpec(_Frozen):
     data: dict[str, Any] = Field(default_factory=dict)  # experiment data config (gmm: GMMConfig minus n, seed)
     factors: Factors
     fixed: dict[str, Any] = Field(default_factory=dict)  # TGDPConfig overrides {section: {field: value}}
-    # evaluation overrides of the experiment (ecg: UtilityConfig fields); None (absent) = its defaults.
-    # Optional so that specs without it keep their hash.
+    # evaluation and initial_trials default to None, not {} / (): spec_dict drops None, so a spec without the
+    # key dumps (and hashes) as it did before the key existed, and the spec.sha256 of existing studies holds.
+    # evaluation: None (absent) = the experiment's defaults; {} would be an error for one without settings.
     evaluation: dict[str, Any] | None = None  # experiment evaluation overrides (ecg: UtilityConfig fields)
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
-    # Queued in each new Optuna study (never again on resume); optional so that specs without it keep their hash.
+    # queued in each new Optuna study (never again on resume)
     initial_trials: tuple[dict[str, Any], ...] | None = Field(None, strict=False)  # points run first; see below
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -240,14 +239,30 @@ def test_resolved_config_applies_fixed_seed_and_params():
               "guidance.eta_consistency": 0.05, "guidance.width": 16, "sample.guidance_scale": 1.25}
     data, cfg = spec.resolved_config(100, 3, params)
     assert data == GMMConfig(m=2000, n=100, seed=3)
-    assert isinstance(cfg, TGDPConfig)
-    assert cfg.guidance.eta_cycle == 0.0  # switched off -> exactly the off value
-    assert cfg.guidance.eta_consistency == 0.05 and cfg.guidance.width == 16
-    assert cfg.sample.guidance_scale == 1.25
-    assert cfg.guidance.epochs == 2 and cfg.source.steps == 400  # fixed
-    assert cfg.source.seed == 3 and cfg.guidance.seed == 3  # the factor seed reaches every stage
+    # every field that differs from the TGDPConfig defaults, and why: the whole config, not a few fields
+    fixed = {f"{sec}.{k}": v for sec, section in base()["fixed"].items() for k, v in section.items()}
+    seeds = {f"{sec}.seed": 3 for sec in TGDPConfig.__dataclass_fields__}  # the factor seed reaches every stage
+    searched = {"guidance.eta_consistency": 0.05, "guidance.width": 16, "sample.guidance_scale": 1.25}
+    # (eta_cycle switched off -> exactly its off value 0.0, the default: no difference)
+    assert _changed(cfg) == {**_without_defaults(fixed), **seeds, **searched}
+    assert cfg.guidance.eta_cycle == 0.0 and cfg.guidance.width == 16  # the sampled value beats fixed (32)
     _, plain = spec.resolved_config(10, 0)
-    assert plain.guidance.width == 32  # nothing sampled -> the fixed value
+    assert _changed(plain) == _without_defaults(fixed)  # nothing sampled, seed 0 (the default) -> fixed only
+
+
+def _changed(cfg: TGDPConfig) -> dict:
+    """{"section.field": value} for every field of ``cfg`` that differs from its section class's defaults.
+
+    A spec's section starts from its class's defaults (``ScoreConfig()`` for vanilla and finetune), not from
+    ``TGDPConfig()``'s per-section ones (finetune: 1500 steps, lr 1e-4): ``tgdp.config.from_dict`` builds
+    every section it is given from its class, and the spec always gives every section (its seed)."""
+    return {f"{sec}.{k}": v for sec in TGDPConfig.__dataclass_fields__
+            for k, v in vars(getattr(cfg, sec)).items() if getattr(type(getattr(cfg, sec))(), k) != v}
+
+
+def _without_defaults(values: dict) -> dict:
+    sections = {sec: type(getattr(TGDPConfig(), sec))() for sec in TGDPConfig.__dataclass_fields__}
+    return {k: v for k, v in values.items() if getattr(sections[k.split(".")[0]], k.split(".")[1]) != v}
 
 
 def test_max_epochs_defaults_to_guidance_epochs():

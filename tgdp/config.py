@@ -37,18 +37,31 @@ def _check(cfg: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ..
 
 @dataclass(frozen=True)
 class GMMConfig:
-    """The two-component Gaussian-mixture testbed (DESIGN §2)."""
+    """The Gaussian-mixture testbed (DESIGN §2): a named instance of the suite (tgdp/data/testbeds.py) and the
+    draw sizes. dim/variance/mu_source/mu_target parametrise ``paper`` only; with another testbed they must
+    stay at their defaults (ValueError naming the key)."""
 
-    dim: int = 2  # data dimension d
-    variance: float = 0.1  # per-coordinate variance sigma^2 of every component
-    mu_source: tuple[float, ...] = (0.5, 0.5)  # source components at +mu_source and -mu_source
-    mu_target: tuple[float, ...] = (0.5, -0.5)  # target components at +mu_target and -mu_target
+    testbed: str = "paper"  # suite instance: paper, asym, d8, partial, near (tgdp.data.testbeds.TESTBEDS)
+    dim: int = 2  # data dimension d (testbed paper)
+    variance: float = 0.1  # per-coordinate variance sigma^2 of every component (testbed paper)
+    mu_source: tuple[float, ...] = (0.5, 0.5)  # source components at +mu_source and -mu_source (testbed paper)
+    mu_target: tuple[float, ...] = (0.5, -0.5)  # target components at +mu_target and -mu_target (testbed paper)
     m: int = 10000  # number of source samples
     n: int = 100  # number of target samples
     seed: int = 0  # seed of the training draws (validation/test draws use seed + 1 / seed + 2)
 
     def __post_init__(self) -> None:
-        _check(self, positive=("dim", "variance", "m", "n"), non_negative=("seed",))
+        from tgdp.data.testbeds import PAPER, PAPER_FIELDS, TESTBEDS  # torch-free, so spec checks stay light
+
+        _check(self, positive=("dim", "variance", "m", "n"), non_negative=("seed",),
+               choices={"testbed": tuple(TESTBEDS)})
+        if self.testbed != PAPER:
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for key in PAPER_FIELDS:
+                if getattr(self, key) != defaults[key]:
+                    raise ValueError(f"{key}: parametrises testbed {PAPER!r} only; got {getattr(self, key)!r} with "
+                                     f"testbed {self.testbed!r}; allowed: its default {defaults[key]!r} (the "
+                                     f"instance fixes its own numbers) or testbed {PAPER!r}")
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,18 @@ def sliced_wasserstein2(x: torch.Tensor, y: torch.Tensor, projections: int = 256
     return math.sqrt(((px[ix] - py[iy]) ** 2).mean().item())
 
 
-def mode_balance_error(x: torch.Tensor, task: GMMTask) -> float:
-    """Total variation between the fraction of samples per target mode and the true weights (0 = balanced)."""
+def mode_fractions(x: torch.Tensor, task: GMMTask) -> torch.Tensor:
+    """Share of the samples x (N, d) assigned to each target component (K,) float64, by the exact posterior
+    argmax under q (log w_k + log N_k(x)): what a sampler's mode weights are, next to ``task.target.weights``."""
     assign = task.target.component_log_probs(x).argmax(1)
-    frac = torch.bincount(assign, minlength=task.target.num_components).double() / x.shape[0]
-    return 0.5 * (frac - 1.0 / task.target.num_components).abs().sum().item()
+    return torch.bincount(assign, minlength=task.target.num_components).double() / x.shape[0]
+
+
+def mode_balance_error(x: torch.Tensor, task: GMMTask) -> float:
+    """The mode-weight error: total variation 1/2 sum_k |frac_k - w_k| between the samples' share per target
+    component (``mode_fractions``) and the true target weights w_k; 0 = weights reproduced, at most 1 - min_k w_k
+    (all samples in the lightest mode). On equal weights (paper) the same values as the original 1/K form."""
+    return 0.5 * (mode_fractions(x, task) - task.target.weights).abs().sum().item()
 
 
 def sample_metrics(samples: torch.Tensor, reference: torch.Tensor, task: GMMTask) -> dict[str, float]:

@@ -1,4 +1,6 @@
 """The Gaussian-mixture testbed (``tgdp.data.gmm.GMMTask``): analytic densities, so exact metrics and oracles.
+The instance is ``data.testbed`` (``tgdp.data.testbeds.TESTBEDS``: paper, asym, d8, partial, near); the
+log-ratio field plot exists for d = 2 only.
 
 Selection uses the *validation* reference draw (``GMMTask.fresh_target(.., "validation")``); reports use
 the *test* draw, with fresh sampler noise (``tgdp.seeds.noise_of_test_split``) so the test numbers do
@@ -41,7 +43,7 @@ def draw(method: str, cfg: TGDPConfig, sample: SampleConfig, task: GMMTask, data
     from tgdp.sampling import label_draw
 
     labels = label_draw(data, sample.num_samples, sample.seed) if cfg.source.conditional else None
-    return get_method(method).draw(Fitted(model=model, guidance=h), sample, task.schedule, device, (task.cfg.dim,),
+    return get_method(method).draw(Fitted(model=model, guidance=h), sample, task.schedule, device, (task.dim,),
                                    labels, source=source, task=task)
 
 
@@ -93,14 +95,15 @@ def evaluate_method(method: str, cfg: TGDPConfig, task: GMMTask, data: dict, dev
 
 
 def log_ratio_grid(task: GMMTask, classifier: nn.Module, size: int = RATIO_GRID_SIZE) -> dict[str, torch.Tensor] | None:
-    """Learned (classifier) and exact log r on a size x size grid around both mixtures (dim 2 only, else None)."""
-    if task.cfg.dim != 2:
+    """Learned (classifier) and exact log r on a size x size grid around both mixtures (d = 2 only, else None:
+    a plane through a higher-dimensional testbed would show an arbitrary slice)."""
+    if task.dim != 2:
         return None
     import torch
 
     from tgdp import stages
 
-    lim = 1.5 * float(max(max(map(abs, task.cfg.mu_source)), max(map(abs, task.cfg.mu_target)))) + 1.0
+    lim = 1.5 * task.testbed.extent + 1.0  # every mode inside the window (paper: 1.75)
     ax = torch.linspace(-lim, lim, size)
     gx, gy = torch.meshgrid(ax, ax, indexing="xy")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
@@ -131,7 +134,8 @@ class GMMExperiment(Experiment):
     regularised = {"eta_cycle": 1.0, "eta_consistency": 0.1, "target_batch_size": 64}
 
     def check_data(self, data: dict[str, Any]) -> None:
-        """GMMConfig fields except n and seed; the means must have ``dim`` coordinates."""
+        """GMMConfig fields except n and seed: a known ``testbed``; paper's dim/variance/mu_* only with testbed
+        paper (GMMConfig's own check); the means must have ``dim`` coordinates."""
         super().check_data(data)
         cfg = from_dict(GMMConfig, data, where="data")
         for key in ("mu_source", "mu_target"):

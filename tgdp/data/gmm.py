@@ -1,68 +1,21 @@
-"""The Gaussian-mixture testbed (DESIGN §2): everything in closed form.
+"""The Gaussian-mixture task (DESIGN §2): a source p and a target q, everything in closed form.
 
-Source p = 1/2 N(mu_S, s^2 I) + 1/2 N(-mu_S, s^2 I), target q likewise with mu_T. Under the forward
-kernel x_t = alpha_t x_0 + sigma_t eps a mixture stays a mixture: means alpha_t mu, variance
-alpha_t^2 s^2 + sigma_t^2. Hence exact noised densities, scores, h* = q_t / p_t and grad log h*.
-Component index = class label of the conditional version.
+p and q are mixtures sum_k w_k N(mu_k, diag(s_k^2)) from the suite ``tgdp.data.testbeds.TESTBEDS``, chosen by
+``GMMConfig.testbed`` (``paper``, the default, is the original two-mode testbed parametrised by GMMConfig's
+dim/variance/mu_source/mu_target). A mixture stays a mixture under the forward process
+(``tgdp.data.mixture``), so log p_t, log q_t, their scores, log r = log q - log p, h* = q_t / p_t and
+grad log h* are exact for every instance. Component index = class label of the conditional version
+(source and target share K; label k pairs component k of both).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
 from tgdp.config import GMMConfig
+from tgdp.data.mixture import Mixture
+from tgdp.data.testbeds import Testbed, testbed_of
 from tgdp.schedules import VPSchedule
-
-
-@dataclass(frozen=True)
-class Mixture:
-    """Equal-weight isotropic Gaussian mixture with component means (K, d) and variance ``var``."""
-
-    means: torch.Tensor
-    var: float
-
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
-    def noised(self, alpha: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample component means (N, K, d) and variances (N,) of the marginal at time t."""
-        means = alpha[:, None, None] * self.means[None].to(alpha.dtype)
-        var = alpha**2 * self.var + sigma**2
-        return means, var
-
-    def component_log_probs(self, x: torch.Tensor, alpha: torch.Tensor | None = None,
-                            sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """log(w_k N(x; alpha mu_k, var_t I)), shape (N, K). alpha/sigma default to t = 0."""
-        n, d = x.shape
-        if alpha is None:
-            alpha = torch.ones(n, dtype=x.dtype, device=x.device)
-            sigma = torch.zeros(n, dtype=x.dtype, device=x.device)
-        means, var = self.noised(alpha, sigma)
-        sq = ((x[:, None, :] - means.to(x.device)) ** 2).sum(-1)
-        return -0.5 * sq / var[:, None] - 0.5 * d * torch.log(2 * math.pi * var[:, None]) - math.log(self.num_components)
-
-    def log_prob(self, x, alpha=None, sigma=None) -> torch.Tensor:
-        return torch.logsumexp(self.component_log_probs(x, alpha, sigma), dim=1)
-
-    def score(self, x, alpha=None, sigma=None) -> torch.Tensor:
-        """grad_x log density: posterior-weighted (alpha mu_k - x) / var_t."""
-        n = x.shape[0]
-        if alpha is None:
-            alpha = torch.ones(n, dtype=x.dtype, device=x.device)
-            sigma = torch.zeros(n, dtype=x.dtype, device=x.device)
-        w = torch.softmax(self.component_log_probs(x, alpha, sigma), dim=1)
-        means, var = self.noised(alpha, sigma)
-        return ((w[:, :, None] * (means.to(x.device) - x[:, None, :])).sum(1)) / var[:, None]
-
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """n samples and their component labels (balanced in expectation)."""
-        labels = torch.randint(0, self.num_components, (n,), generator=generator)
-        noise = torch.randn(n, self.means.shape[1], generator=generator)
-        return self.means[labels] + math.sqrt(self.var) * noise, labels
 
 
 class GMMTask:
@@ -71,22 +24,21 @@ class GMMTask:
     def __init__(self, cfg: GMMConfig, schedule: VPSchedule | None = None) -> None:
         self.cfg = cfg
         self.schedule = schedule or VPSchedule()
-        mu_s = torch.tensor(cfg.mu_source, dtype=torch.float32)
-        mu_t = torch.tensor(cfg.mu_target, dtype=torch.float32)
-        if mu_s.numel() != cfg.dim or mu_t.numel() != cfg.dim:
-            raise ValueError(f"mu_source/mu_target must have dim={cfg.dim} entries")
-        self.source = Mixture(torch.stack([mu_s, -mu_s]), cfg.variance)
-        self.target = Mixture(torch.stack([mu_t, -mu_t]), cfg.variance)
-        self.num_labels = 2
+        self.testbed: Testbed = testbed_of(cfg)
+        self.source = Mixture.from_spec(self.testbed.source)
+        self.target = Mixture.from_spec(self.testbed.target)
+        self.num_labels = self.testbed.num_components
+        self.dim = self.testbed.dim  # data dimension d (cfg.dim only parametrises ``paper``)
 
     # --- draws (seeded; train / validation / test never share a seed) -----------------------------
     def draw(self, split: str = "train") -> dict[str, torch.Tensor]:
-        """m source and n target samples with one-hot labels. ``split``: train, validation or test."""
+        """m source and n target samples with one-hot labels (N, K). ``split``: train, validation or test."""
         offset = {"train": 0, "validation": 1, "test": 2}[split]
         g = torch.Generator().manual_seed(1000 * self.cfg.seed + offset)
         xs, ys = self.source.sample(self.cfg.m, g)
         xt, yt = self.target.sample(self.cfg.n, g)
-        return {"source_x": xs, "source_y": one_hot(ys, 2), "target_x": xt, "target_y": one_hot(yt, 2)}
+        k = self.num_labels
+        return {"source_x": xs, "source_y": one_hot(ys, k), "target_x": xt, "target_y": one_hot(yt, k)}
 
     def fresh_target(self, n: int, split: str, seed: int | None = None) -> torch.Tensor:
         """True target samples for evaluation (validation selects, test reports)."""
@@ -136,7 +88,7 @@ class GMMTask:
 
     # joint (labelled) versions for the conditional TGDP: component k of source vs target
     def log_joint_ratio(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log q(x, y) - log p(x, y) with y one-hot component labels."""
+        """log q(x, y) - log p(x, y) with y one-hot component labels (N, K)."""
         k = y.argmax(1)
         lq = self.target.component_log_probs(x).gather(1, k[:, None]).squeeze(1)
         lp = self.source.component_log_probs(x).gather(1, k[:, None]).squeeze(1)
@@ -145,3 +97,6 @@ class GMMTask:
 
 def one_hot(labels: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels, k).float()
+
+
+__all__ = ["GMMTask", "Mixture", "one_hot"]

@@ -50,12 +50,12 @@ def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> Non
         _traces(ax, samples, title)
         return
     x = samples[torch.isfinite(samples).all(1)][:3000]
-    if "mu_source" not in data:  # no analytic density (arrays: user rows): the first two coordinates alone
+    task = _task(data) if "mu_source" in data else None
+    if task is None or task.dim != 2:  # no 2-d analytic density (arrays rows, GMM d8): coordinates 1-2 alone
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
         ax.set_title(f"{title} (coordinates 1-2)", fontsize=9)
         return
-    task = _task(data)
-    lim = 1.5 * max(abs(v) for v in list(data["mu_source"]) + list(data["mu_target"])) + 1.0
+    lim = 1.5 * task.testbed.extent + 1.0  # every mode of the testbed in view (partial's third one too)
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
     _density(ax, task, lim)
     ax.set_xlim(-lim, lim)

@@ -2,15 +2,31 @@
 
 One concept per module:
 
-    study.spec    the study spec (YAML -> validated frozen ``StudySpec``), hashing, resource fit
-    study.space   the ``space:`` section: parameter schema, Optuna define-by-run, samplers, grid
-    study.paths   study names and the on-disk layout of a study directory
-    study.cli     the ``tgdp-study`` command line
+    spec layer (no Ray, no MLflow)
+    study.spec          the study spec (YAML -> validated frozen ``StudySpec``), hashing, spec.yaml files
+    study.spec_issues   pydantic errors as ``Issue``s; whether the trials fit a machine or cluster
+    study.space         the ``space:`` section: parameter schema, checks, trial params -> config overrides
+    study.yaml_io       the one YAML reader and writer
+    study.paths         study names, the on-disk layout (unit labels, trial results, state.json)
+    study.experiments   the experiment registry (one ``Experiment`` per testbed)
+    study.cli           the ``tgdp-study`` command line
+    running a study (driver)
+    study.runner        run / resume: the lock, Ray, one Tune run per unit, reconciliation
+    study.search        Optuna inside Tune (define-by-run, samplers, initial trials) and ASHA
+    study.callback      the Tune callback: progress lines and the trials' MLflow runs
+    study.runtime       the trial contract that crosses Ray (``TrialRuntime``, ``resolve``)
+    study.cache         the stage cache (source model, classifier, shared methods)
+    study.tracking      the MLflow layout (``Tracker``); study.trial_records: trials finalised there
+    study.report        status, report and best, from the study's files
+    inside Ray
+    study.trial         the Tune trainable and the Train loops of a trial and of the shared stages
+    study.ray_reporter  reports and checkpoints to Ray Train / Tune
+    around
+    study.plots, study.ui, study.docgen, study.results_doc, study.statistics, study.programs
 
 This package imports nothing heavy at import time (no ray, no mlflow); the execution modules
 (``study.runner``, ``study.report``, ``study.ui``) are imported lazily by the CLI.
 """
-
 from __future__ import annotations
 
 import enum

@@ -157,14 +157,16 @@ class StudySpec(_Frozen):
     def resolved_config(self, n: int, seed: int, params: Mapping[str, Any] | None = None) -> tuple[Any, TGDPConfig]:
         """(data config, TGDPConfig) of one trial: defaults <- fixed <- seed <- sampled ``params``.
 
-        Every stage seed is ``seed`` unless ``fixed`` sets it; ``params`` is a trial's flat params
+        Every stage seed (of each section with a ``seed``) is ``seed`` unless ``fixed`` sets it; ``params`` is a trial's flat params
         (Optuna ``trial.params`` or the Tune config); see ``study.space.params_to_overrides``.
         """
         merged: dict[str, dict[str, Any]] = {sec: dict(v) for sec, v in self.fixed.items()}
+        defaults = TGDPConfig()
         for sec in TGDPConfig.__dataclass_fields__:
-            merged.setdefault(sec, {}).setdefault("seed", seed)
+            if hasattr(getattr(defaults, sec), "seed"):  # stage sections; not e.g. a method's weight section
+                merged.setdefault(sec, {}).setdefault("seed", seed)
         for sec, values in params_to_overrides(self.space, params or {}).items():
-            merged[sec].update(values)
+            merged.setdefault(sec, {}).update(values)
         data = get_experiment(self.experiment).data_config(dict(self.data), n, seed)
         return data, from_dict(TGDPConfig, merged)
 

@@ -67,6 +67,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+# The sample accounting of tgdp.metrics.sample_metrics: a row with failed = 1 (over 1 % non-finite samples) has
+# NaN metrics, printed as "failed" in summary.md; summary.csv keeps the NaN and both columns.
+ACCOUNTING_KEYS = ("nonfinite_fraction", "failed")
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    v = row.get(col, "")
+    return "failed" if row.get("failed") and isinstance(v, float) and math.isnan(v) else _fmt(v)
+
+
 def status(study_dir: str | Path) -> str:
     """Trials per n and their state, and the best so far (from optuna.db and the result files of finished trials)."""
     paths = StudyPaths(Path(study_dir).resolve())
@@ -125,7 +135,7 @@ def _baselines(spec: StudySpec, cache_dir: Path, n: int, seed: int) -> list[dict
 
 def _table_md(rows: list[dict[str, Any]], cols: list[str]) -> str:
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |\n" for r in rows)
+    return head + "".join("| " + " | ".join(_cell(r, c) for c in cols) + " |\n" for r in rows)
 
 
 def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -172,7 +182,8 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
             missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
                            f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
         figures += plots.optuna_plots(study, out, label)
-    cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics]
+    cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics,
+            *(k for k in ACCOUNTING_KEYS if any(k in r for r in summary))]
     (out / "summary.csv").write_text(_csv(summary, cols))
     md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"
           + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else ""))

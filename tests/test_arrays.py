@@ -253,7 +253,8 @@ def test_experiment_evaluates_and_diagnoses_with_untrained_nets(labelled):
                      sample=SampleConfig(steps=2, num_samples=64, batch_size=64))
     net = stages.build_score(c, (3,), 3, exp.schedule(task)).eval()
     res = exp.evaluate("vanilla", cfg, task, data, torch.device("cpu"), model=net)
-    assert set(res["validation"]) == set(exp.metrics) and set(res["test"]) == set(exp.metrics)
+    keys = {*exp.metrics, "nonfinite_fraction", "failed"}  # the metrics and the sample accounting
+    assert set(res["validation"]) == keys and set(res["test"]) == keys
     assert all(math.isfinite(v) for v in (*res["validation"].values(), *res["test"].values()))
     assert res["validation_samples"].shape == (64, 3)
     assert not torch.equal(res["validation_samples"], res["test_samples"])  # test: fresh sampler noise
@@ -263,13 +264,18 @@ def test_experiment_evaluates_and_diagnoses_with_untrained_nets(labelled):
     assert exp.diagnostics(task, None, None, cfg) == {}
 
 
-def test_sample_metrics_drop_non_finite_rows():
+def test_sample_metrics_count_non_finite_rows():
     from study.experiments.arrays import sample_metrics
 
     ref = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
-    same = sample_metrics(torch.cat([ref, torch.full((3, 2), math.nan)]), ref)
+    # guards scoring the finite rows up to 1 % non-finite (1 of 201 rows), with the fraction reported
+    same = sample_metrics(torch.cat([ref, torch.full((1, 2), math.nan)]), ref)
     assert same["energy_distance"] == pytest.approx(0.0, abs=1e-9) and same["sliced_w2"] == pytest.approx(0.0)
-    assert all(math.isnan(v) for v in sample_metrics(torch.full((4, 2), math.inf), ref).values())
+    assert same["nonfinite_fraction"] == 1 / 201 and same["failed"] == 0.0
+    # guards "never silently cleaned": 3 of 203 rows (1.5 %) fail the run, with NaN metrics
+    bad = sample_metrics(torch.cat([ref, torch.full((3, 2), math.nan)]), ref)
+    assert bad["failed"] == 1.0 and math.isnan(bad["energy_distance"]) and math.isnan(bad["sliced_w2"])
+    assert sample_metrics(torch.full((4, 2), math.inf), ref)["failed"] == 1.0
 
 
 def test_spec_stores_absolute_paths_and_fingerprint(tmp_path, monkeypatch):

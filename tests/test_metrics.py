@@ -62,11 +62,68 @@ def test_log_ratio_and_guidance_rmse_are_zero_for_the_exact_fields(gmm_task):
     assert 3.0 < flat < 5.0
 
 
-def test_sample_metrics_drop_non_finite_rows(gmm_task):
+def _draw_with_bad_rows(task, finite: int, bad: int, value: float = float("nan")) -> torch.Tensor:
+    """``finite`` true target rows, then ``bad`` rows holding ``value`` in one coordinate."""
+    good = task.target.sample(finite, torch.Generator().manual_seed(4))[0]
+    rows = torch.zeros(bad, good.shape[1])
+    rows[:, 0] = value
+    return torch.cat([good, rows])
+
+
+def test_sample_metrics_score_the_finite_rows_up_to_one_percent(gmm_task):
     ref = gmm_task.fresh_target(2000, "validation")
-    bad = torch.cat([ref[:1000], torch.full((5, 2), float("nan"))])
-    out = metrics.sample_metrics(bad, ref, gmm_task)
-    # guards that a few diverged samples do not turn every metric into NaN
-    assert all(math.isfinite(v) for v in out.values())
+    x = _draw_with_bad_rows(gmm_task, 995, 5)  # 5 of 1000 rows NaN: 0.5 %
+    out = metrics.sample_metrics(x, ref, gmm_task)
+    clean = metrics.sample_metrics(x[:995], ref, gmm_task)
+    # guards the count: the fraction of rows with any non-finite entry, exactly
+    assert out["nonfinite_fraction"] == 0.005 and out["failed"] == 0.0
+    # guards "computed on the finite rows": every metric equals the one of the finite rows alone
+    assert {k: out[k] for k in metrics.SAMPLE_METRIC_KEYS} == {k: clean[k] for k in metrics.SAMPLE_METRIC_KEYS}
     # guards the reference reading: true samples score their own mean log q
     assert out["mean_log_q"] == pytest.approx(metrics.reference_metrics(ref, gmm_task)["mean_log_q"], abs=0.1)
+    # guards the boundary: exactly 1 % (10 of 1000, here inf rows) is still scored, not failed
+    edge = metrics.sample_metrics(_draw_with_bad_rows(gmm_task, 990, 10, float("inf")), ref, gmm_task)
+    assert edge["nonfinite_fraction"] == 0.01 and edge["failed"] == 0.0 and math.isfinite(edge["energy_distance"])
+
+
+def test_sample_metrics_mark_a_run_failed_above_one_percent(gmm_task):
+    ref = gmm_task.fresh_target(2000, "validation")
+    out = metrics.sample_metrics(_draw_with_bad_rows(gmm_task, 980, 20), ref, gmm_task)  # 2 %
+    # guards "never silently cleaned": above 1 % the run is failed and no metric is a number
+    assert out["failed"] == 1.0 and out["nonfinite_fraction"] == 0.02
+    assert all(math.isnan(out[k]) for k in metrics.SAMPLE_METRIC_KEYS)
+    # guards the row shape: a failed row has the same keys as a scored one (tables and CSV stay rectangular)
+    assert set(out) == set(metrics.sample_metrics(ref[:100], ref, gmm_task))
+    # guards -inf and all-non-finite draws: failed, fraction 1.0
+    allbad = metrics.sample_metrics(torch.full((50, 2), -math.inf), ref, gmm_task)
+    assert allbad["failed"] == 1.0 and allbad["nonfinite_fraction"] == 1.0
+    with pytest.raises(ValueError, match="0 rows"):  # guards an empty draw: an error, not a division by zero
+        metrics.sample_metrics(ref[:0], ref, gmm_task)
+
+
+def test_sample_metrics_of_a_finite_draw_are_unchanged(gmm_task):
+    ref = gmm_task.fresh_target(2000, "validation")
+    x = gmm_task.target.sample(500, torch.Generator().manual_seed(5))[0]
+    out = metrics.sample_metrics(x, ref, gmm_task)
+    # guards bit-for-bit values of a finite draw (the committed tables): the same functions on the same rows
+    assert out["energy_distance"] == metrics.energy_distance(x, ref)
+    assert out["sliced_w2"] == metrics.sliced_wasserstein2(x, ref)
+    assert out["mode_balance_error"] == metrics.mode_balance_error(x, gmm_task)
+    assert out["mean_log_q"] == gmm_task.log_q(x).mean().item()
+    assert out["nonfinite_fraction"] == 0.0 and out["failed"] == 0.0
+
+
+def test_failed_rows_print_as_failed_in_the_tables(gmm_task):
+    # The accounting end to end: a failed row of sample_metrics reaches the `tgdp-study gmm` table and the study
+    # report as "failed", never as a number or a bare nan (study/programs/gmm.py, study/report.py).
+    from study import report
+    from study.programs import gmm
+
+    ref = gmm_task.fresh_target(2000, "validation")
+    bad = {"n": 10, "method": "tgdp", **metrics.sample_metrics(_draw_with_bad_rows(gmm_task, 980, 20), ref, gmm_task)}
+    good = {"n": 10, "method": "vanilla", **metrics.sample_metrics(ref[:500], ref, gmm_task)}
+    table = gmm.markdown_table([bad, good])
+    assert "| 10 | tgdp | failed | failed | failed | failed | failed |" in table
+    assert "n=10 tgdp: 2.00 % of sample rows non-finite (failed: over 1 %)" in table and "nan" not in table
+    md = report._table_md([bad, good], ["method", "n", "energy_distance", "nonfinite_fraction", "failed"])
+    assert "| tgdp | 10 | failed | 0.02 | 1 |" in md and "nan" not in md

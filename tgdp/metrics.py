@@ -55,15 +55,49 @@ def mode_balance_error(x: torch.Tensor, task: GMMTask) -> float:
     return 0.5 * (mode_fractions(x, task) - task.target.weights).abs().sum().item()
 
 
+# A draw with more than this fraction of non-finite rows is a failed run (issue 14): scoring its finite rows
+# would score a selected subset (the trajectories that did not diverge) as if it were the sampler's output.
+NONFINITE_TOLERANCE = 0.01
+SAMPLE_METRIC_KEYS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error")
+
+
+def finite_rows(samples: torch.Tensor) -> tuple[torch.Tensor, float, bool]:
+    """(finite rows, nonfinite_fraction, failed) of a draw (num, ...): the fraction of rows with any NaN/inf
+    entry, and failed = fraction > NONFINITE_TOLERANCE (a draw with no finite row has fraction 1). ValueError
+    on an empty draw."""
+    if samples.shape[0] == 0:
+        raise ValueError("samples: 0 rows; allowed: a draw of at least one sample")
+    finite = torch.isfinite(samples.reshape(samples.shape[0], -1)).all(1)
+    fraction = int((~finite).sum()) / finite.numel()  # exact: 10 of 1000 rows is 0.01, at the tolerance
+    return samples[finite], fraction, fraction > NONFINITE_TOLERANCE
+
+
+def failed_metrics(keys: tuple[str, ...], fraction: float) -> dict[str, float]:
+    """The row of a failed run: every metric of ``keys`` NaN, ``nonfinite_fraction`` and ``failed`` = 1.0."""
+    return {**{k: math.nan for k in keys}, "nonfinite_fraction": fraction, "failed": 1.0}
+
+
 def sample_metrics(samples: torch.Tensor, reference: torch.Tensor, task: GMMTask) -> dict[str, float]:
-    """Every sample metric against a fresh true-target reference draw."""
-    samples = samples[torch.isfinite(samples).all(1)]
+    """Every sample metric (SAMPLE_METRIC_KEYS) of a draw (num, dim) against a fresh true-target reference draw,
+    plus ``nonfinite_fraction`` (share of rows with any NaN/inf) and ``failed`` (0.0 or 1.0).
+
+    Non-finite rows are counted, never silently cleaned: up to NONFINITE_TOLERANCE (1 %) the metrics are
+    computed on the finite rows only (a rare diverged trajectory does not void a run, and its fraction is
+    reported next to them); above it the run is failed: every metric NaN and
+    ``failed`` = 1.0. ``failed`` is a float, not a bool, so it survives JSON, MLflow metrics (which drop the
+    NaNs, not the flag) and CSV; report tables print failed rows as "failed". A fully finite draw scores
+    exactly as before this accounting (same rows, same arithmetic)."""
+    samples, fraction, failed = finite_rows(samples)
+    if failed:
+        return failed_metrics(SAMPLE_METRIC_KEYS, fraction)
     return {
         "energy_distance": energy_distance(samples, reference),
         "sliced_w2": sliced_wasserstein2(samples, reference),
         "mean_log_q": task.log_q(samples).mean().item(),
         "mean_q": task.log_q(samples).exp().mean().item(),
         "mode_balance_error": mode_balance_error(samples, task),
+        "nonfinite_fraction": fraction,
+        "failed": 0.0,
     }
 
 

@@ -9,7 +9,8 @@ rows, since no density is known (hence no oracle methods and no exact-ratio diag
   against the validation rows of the target file (selection, and what ASHA sees every guidance epoch) and
   against its test rows (the report, with fresh sampler noise: ``tgdp.seeds.noise_of_test_split``). Both
   in standardised units (``tgdp.data.arrays``: source statistics), so every column weighs the same.
-  Non-finite generated rows are dropped before scoring, as on the GMM; none left gives NaN.
+  Non-finite generated rows are counted, as on the GMM (``tgdp.metrics.sample_metrics``): up to 1 % of them
+  the metrics score the finite rows, above it the run is failed (NaN metrics, ``failed`` = 1.0).
 * diagnostics of the domain classifier: mean log r on the source rows, the target training rows and the
   target validation rows (as for the ECG): a calibrated ratio puts unseen target rows above the source.
 
@@ -24,7 +25,6 @@ the data config) never serves a model trained on other contents.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,16 +42,17 @@ CONDITIONAL_SECTIONS = ("source", "classifier", "time_classifier", "guidance", "
 
 
 def sample_metrics(samples: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """energy_distance and sliced_w2 of generated rows (finite ones) against real reference rows."""
-    import torch
+    """energy_distance and sliced_w2 of generated rows against real reference rows, with ``nonfinite_fraction``
+    and ``failed``: the finite rows are scored up to 1 % non-finite rows, above it every metric is NaN and
+    ``failed`` = 1.0 (``tgdp.metrics.finite_rows``)."""
+    from tgdp.metrics import energy_distance, failed_metrics, finite_rows, sliced_wasserstein2
 
-    from tgdp.metrics import energy_distance, sliced_wasserstein2
-
-    x = samples[torch.isfinite(samples).all(1)].float().cpu()
-    if x.shape[0] == 0:
-        return {"energy_distance": math.nan, "sliced_w2": math.nan}
+    x, fraction, failed = finite_rows(samples)
+    if failed:
+        return failed_metrics(("energy_distance", "sliced_w2"), fraction)
+    x = x.float().cpu()
     return {"energy_distance": float(energy_distance(x, reference)),
-            "sliced_w2": float(sliced_wasserstein2(x, reference))}
+            "sliced_w2": float(sliced_wasserstein2(x, reference)), "nonfinite_fraction": fraction, "failed": 0.0}
 
 
 class ArraysExperiment(Experiment):

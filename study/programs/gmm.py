@@ -35,6 +35,7 @@ from tgdp.reporter import MemoryReporter
 
 METHODS = GMMExperiment.methods  # the seven methods, in table order
 METRIC_KEYS = ("energy_distance", "sliced_w2", "mean_log_q", "mean_q", "mode_balance_error")
+ACCOUNTING_KEYS = ("nonfinite_fraction", "failed")  # tgdp.metrics.sample_metrics: > 1 % non-finite rows = failed
 REGULARISED = GMMExperiment.regularised  # the "tgdp_reg" method: the cycle and consistency terms
 
 
@@ -85,9 +86,15 @@ def evaluate(samples: dict[str, torch.Tensor], task: GMMTask, split: str = "test
 
 
 def markdown_table(rows: list[dict], keys=METRIC_KEYS) -> str:
+    """One line per row; a failed row (``failed`` = 1) prints "failed", not its NaNs, and every row with
+    non-finite samples is named under the table with its fraction."""
+    cell = lambda r, k: "failed" if r.get("failed") else f"{r[k]:.4f}"  # noqa: E731
     head = "| n | method | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys) + "\n"
-    return head + "".join(f"| {r['n']} | {r['method']} | " + " | ".join(f"{r[k]:.4f}" for k in keys) + " |\n"
-                          for r in rows)
+    notes = "".join(f"\n- n={r['n']} {r['method']}: {100 * r['nonfinite_fraction']:.2f} % of sample rows non-finite "
+                    + ("(failed: over 1 %)" if r.get("failed") else "(scored on the finite rows)")
+                    for r in rows if r.get("nonfinite_fraction"))
+    return head + "".join(f"| {r['n']} | {r['method']} | " + " | ".join(cell(r, k) for k in keys) + " |\n"
+                          for r in rows) + ("\n" + notes[1:] + "\n" if notes else "")
 
 
 def apply_overrides(cfg: TGDPConfig, overrides: list[str]) -> TGDPConfig:
@@ -136,7 +143,7 @@ def run_seed(seed: int, ns: list[int], overrides: list[str], out: Path) -> list[
         say(f"n={n}: done in {diagnostics[n]['wall_s']:.1f} s")
     table = markdown_table(rows)
     with open(out / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["n", "method", *METRIC_KEYS])
+        writer = csv.DictWriter(f, fieldnames=["n", "method", *METRIC_KEYS, *ACCOUNTING_KEYS])
         writer.writeheader()
         writer.writerows(rows)
     (out / "table.md").write_text(f"Command: `{command_line(ns, [seed], overrides)}`\n\n{table}")
@@ -169,7 +176,7 @@ def seed_summary(rows: list[dict], seeds: list[int], metric: str = "energy_dista
         wins = (f"{sum(reg[s] < vals[s] for s in seeds)}/{len(seeds)}"
                 if method in ("vanilla", "finetune", "source_only", "tgdp") else "")
         lines.append(f"| {n} | {method} | {v.mean().item():.4f} | {sd:.4f} | "
-                     f"{' '.join(f'{x:.4f}' for x in v.tolist())} | {wins} |")
+                     f"{' '.join('failed' if x != x else f'{x:.4f}' for x in v.tolist())} | {wins} |")
     return "\n".join(lines) + "\n"
 
 

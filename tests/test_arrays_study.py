@@ -19,7 +19,7 @@ from tests.study_util import artifacts, by_kind, optuna_trials, runs
 from tests.test_arrays import ARRAYS_SMOKE, demo_snippet
 
 pytestmark = pytest.mark.ray
-BASELINES = ("vanilla", "finetune", "source_only")  # ArraysExperiment.baselines: no oracle without a density
+BASELINES = ("vanilla", "finetune", "domain_guidance", "source_only")  # ArraysExperiment.baselines: no oracle
 
 
 @pytest.fixture(scope="module")

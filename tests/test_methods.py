@@ -18,7 +18,8 @@ from tgdp.methods import METHODS, Fitted, get_method
 from tgdp.reporter import MemoryReporter
 
 CPU = torch.device("cpu")
-GMM_METHODS = ("source_only", "vanilla", "finetune", "tgdp", "tgdp_reg", "oracle_guidance", "oracle_target")
+GMM_METHODS = ("source_only", "vanilla", "finetune", "domain_guidance", "tgdp", "tgdp_reg", "oracle_guidance",
+               "oracle_target")
 
 
 def tiny_config() -> TGDPConfig:
@@ -61,9 +62,9 @@ def test_sections_are_config_sections_and_only_tgdp_is_searched():
     assert METHODS["vanilla"].sections == ("vanilla",) and METHODS["finetune"].sections == ("finetune",)
     # shared = computed once per unit and cached; the searched method and its regularised variant are not
     assert {n for n, m in METHODS.items() if not m.shared} == {"tgdp", "tgdp_reg"}
-    assert get_experiment("gmm").baselines == ("vanilla", "finetune", "source_only", "oracle_guidance",
-                                               "oracle_target")
-    assert get_experiment("ecg").baselines == ("real_only", "vanilla", "finetune", "source_only")
+    assert get_experiment("gmm").baselines == ("vanilla", "finetune", "domain_guidance", "source_only",
+                                               "oracle_guidance", "oracle_target")
+    assert get_experiment("ecg").baselines == ("real_only", "vanilla", "finetune", "domain_guidance", "source_only")
 
 
 @pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.shared])
@@ -71,8 +72,9 @@ def test_cache_key_follows_the_declared_sections(name):
     # guards baseline_key: a method's entry is recomputed exactly when a config it reads changes
     m, data_cfg, cfg = METHODS[name], GMMConfig(n=10), tiny_config()
     key = baseline_key(name, data_cfg, cfg)
-    for section in ("vanilla", "finetune", "source"):
-        changed = replace(cfg, **{section: replace(getattr(cfg, section), lr=0.123)})
+    for section in ("vanilla", "finetune", "source", "domain_guidance"):
+        change = {"weight": 1.25} if section == "domain_guidance" else {"lr": 0.123}
+        changed = replace(cfg, **{section: replace(getattr(cfg, section), **change)})
         reads = section in m.sections or (section == "source" and m.uses_source)
         assert (baseline_key(name, data_cfg, changed) != key) == reads, section
     assert baseline_key(name, data_cfg, replace(cfg, sample=replace(cfg.sample, steps=9))) != key  # sampler
@@ -96,7 +98,7 @@ def test_each_gmm_method_fits_and_samples(unit, name):
     assert x.shape == (cfg.sample.num_samples, 2)
     assert torch.isfinite(x).all()
     # only the methods that train a score model leave weights for the cache entry
-    assert (m.state(fitted) is not None) == (name in ("vanilla", "finetune"))
+    assert (m.state(fitted) is not None) == (name in ("vanilla", "finetune", "domain_guidance"))
 
 
 def test_real_only_generates_nothing(unit):

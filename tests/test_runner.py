@@ -40,7 +40,7 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     assert len(trials) == 4  # 2 trials per n, one child run each
     parent_ids = {r.info.run_id for r in parents}
     assert all(r.data.tags["mlflow.parentRunId"] in parent_ids for r in trials)
-    assert len(by_kind(rs, "baseline")) == 10  # 5 baselines/oracles x 2 n
+    assert len(by_kind(rs, "baseline")) == 12  # 6 baselines/oracles x 2 n
     assert len(by_kind(rs, "summary")) == 1
     early = [r for r in trials if r.data.tags.get("stopped_early") == "true"]
     assert all("final_energy_distance" not in r.data.metrics for r in early)  # ASHA-stopped: no final eval
@@ -60,7 +60,8 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     assert {"report/summary.csv", "report/summary.md", "figures/samples_grid.png", "figures/n10_history.png"} <= arts
     # the report table: method x metric x n on the test draw
     csv = (study / "report" / "summary.csv").read_text()
-    for method in ("tgdp (best)", "vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target"):
+    for method in ("tgdp (best)", "vanilla", "finetune", "domain_guidance", "source_only", "oracle_guidance",
+                   "oracle_target"):
         assert csv.count(method) == 2, method
     # Optuna: one study per n, every trial complete, tagged with its Tune trial id
     for n in (10, 100):
@@ -74,9 +75,9 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     import csv as _csv
     rows = list(_csv.DictReader((study / "report" / "trials.csv").open()))
     assert sorted(r["initial"] for r in rows) == ["False", "False", "True", "True"]  # one per n, marked
-    # stage cache: one source model for both n, classifier per n, 5 baselines per n
+    # stage cache: one source model for both n, classifier per n, 6 baselines per n
     cached = sorted(p.name.split("-")[0] for p in (study / "cache").glob("*.pt"))
-    assert cached.count("source") == 1 and cached.count("classifier") == 2 and cached.count("baseline") == 10
+    assert cached.count("source") == 1 and cached.count("classifier") == 2 and cached.count("baseline") == 12
     capsys.readouterr()
     # status and best from the files only
     assert main(["status", str(study)]) == 0

@@ -88,7 +88,7 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
         assert "feat_energy" in r.data.metrics  # the per-epoch proxy
     baselines = by_kind(rs, "baseline")
     assert sorted(r.data.tags["method"] for r in baselines) == sorted(
-        ["real_only", "vanilla", "finetune", "source_only"] * len(ns))
+        ["real_only", "vanilla", "finetune", "domain_guidance", "source_only"] * len(ns))
     assert all("test_feat_energy" in r.data.metrics and "val_feat_energy" in r.data.metrics for r in baselines)
     assert not real or all("test_macro_auroc" in r.data.metrics and "val_macro_auroc" in r.data.metrics
                            for r in baselines)
@@ -109,12 +109,12 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     # the report table: method x metric x n on the test split
     csv = (study / "report" / "summary.csv").read_text()
     assert csv.splitlines()[0].startswith("method,n,seed,trial,macro_auroc,")
-    for method in ("tgdp (best)",) * real + ("real_only", "vanilla", "finetune", "source_only"):
+    for method in ("tgdp (best)",) * real + ("real_only", "vanilla", "finetune", "domain_guidance", "source_only"):
         assert csv.count(method + ",") == len(ns), method
     assert "| macro_auroc |" in out or "macro_auroc" in out  # the report is printed
     # the stage cache: one source model for every n
     cached = sorted(p.name.split("-")[0] for p in (study / "cache").glob("*.pt"))
-    assert cached.count("source") == 1 and cached.count("baseline") == 4 * len(ns)
+    assert cached.count("source") == 1 and cached.count("baseline") == 5 * len(ns)  # real_only .. source_only
     assert main(["status", str(study)]) == 0
 
 

@@ -17,6 +17,15 @@ its guidance at ``sample.guidance_t_max`` exactly as the learned guidance does, 
 in h. ``tgdp_reg`` is ``tgdp`` with the experiment's ``regularised`` guidance overrides (a config
 transform, ``configure``); the values live on each experiment, next to why they were chosen.
 
+``domain_guidance`` (Zhong et al., ICLR 2025) trains nothing beyond finetune: its fit runs the finetune
+stage (``cfg.finetune``, stage name "finetune") and wraps source and fine-tuned nets into one eps-net,
+eps_src + w (eps_ft - eps_src) with w = ``cfg.domain_guidance.weight``. A method cannot see another
+method's ``Fitted`` (the study's shared loop fits each method on its own), so the finetune model is reused
+through the reporter: a reporter that already holds the finished "finetune" stage (the shared loop fits
+finetune first, with the same config and reporter) hands its weights back at once. Elsewhere (a fresh
+reporter, or finetune already in the stage cache) it trains finetune again: same config and seed, same
+weights, the cost of one finetune fit (1500 steps by default). The cache entry stores the fine-tuned weights.
+
 Pure torch: no Ray, MLflow or Optuna here.
 """
 
@@ -46,7 +55,7 @@ def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 class Fitted:
     """What a method's ``fit`` produced (None where the method has no such part)."""
 
-    model: nn.Module | None = None  # a score model sampled as is (vanilla, finetune, source_only)
+    model: nn.Module | None = None  # a score model sampled as is (vanilla, finetune, source_only, domain_guidance)
     guidance: nn.Module | None = None  # h_psi, added to the source model's eps (tgdp, tgdp_reg)
     classifier: nn.Module | None = None  # the stage-B domain classifier behind h (reusable by tgdp_reg)
 
@@ -143,6 +152,36 @@ class Finetune(_ScoreModel):
         return Fitted(model=stages.finetune(cfg.finetune, data, source, schedule, device, reporter))
 
 
+class DomainGuidedScore(nn.Module):
+    """The source and the fine-tuned eps-nets as one: eps_src + weight * (eps_ft - eps_src)
+    (``sampling.domain_guidance_eps``); x (B, *shape), t (B,), y (B, num_labels) given to both nets or None."""
+
+    def __init__(self, source: nn.Module, finetuned: nn.Module, weight: float) -> None:
+        super().__init__()
+        self.source, self.finetuned, self.weight = source, finetuned, float(weight)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        eps = sampling.domain_guidance_eps(sampling.model_eps(self.source, y), sampling.model_eps(self.finetuned, y),
+                                           self.weight)
+        return eps(x, t)
+
+
+class DomainGuidance(_ScoreModel):
+    """Domain Guidance: the fine-tuned model guided away from the source model by ``domain_guidance.weight``."""
+
+    name = "domain_guidance"
+    sections = ("finetune", "domain_guidance")  # + the source key (uses_source) and the sampler, as every method
+    uses_source = True
+
+    def fit(self, cfg, data, source, schedule, device, reporter, *, classifier=None, evaluate=None):
+        finetuned = stages.finetune(cfg.finetune, data, source, schedule, device, reporter)  # see module doc
+        return Fitted(model=DomainGuidedScore(source, finetuned, cfg.domain_guidance.weight))
+
+    def state(self, fitted: Fitted) -> dict[str, torch.Tensor] | None:
+        """The fine-tuned weights (the source model has its own cache entry; the weight is in the key)."""
+        return cpu_state(fitted.model.finetuned)
+
+
 class TGDP(Method):
     """Frozen source model + guidance h_psi learned from the domain classifier (stages B, B', C)."""
 
@@ -202,7 +241,8 @@ class OracleTarget(Method):
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    RealOnly(), SourceOnly(), Vanilla(), Finetune(), TGDP(), TGDPRegularised(), OracleGuidance(), OracleTarget())}
+    RealOnly(), SourceOnly(), Vanilla(), Finetune(), DomainGuidance(), TGDP(), TGDPRegularised(), OracleGuidance(),
+    OracleTarget())}
 
 
 def get_method(name: str) -> Method:
@@ -213,4 +253,4 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
 
 
-__all__ = ["METHODS", "Fitted", "Method", "cpu_state", "get_method"]
+__all__ = ["METHODS", "DomainGuidedScore", "Fitted", "Method", "cpu_state", "get_method"]

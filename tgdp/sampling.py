@@ -3,7 +3,7 @@
 Three layers, read top to bottom:
 1. eps-functions: an eps-function maps (x_t, t) -> eps with x_t (B, *shape) and t (B,). A score net gives
    one (``model_eps``); guidance composes by wrapping it (``guided_eps``, ``tgdp_eps``,
-   ``oracle_guidance_eps``), never by flags inside the solvers.
+   ``oracle_guidance_eps``, ``domain_guidance_eps``), never by flags inside the solvers.
 2. solvers: pure functions of (eps-function, schedule, initial noise, steps) (``SOLVERS``).
 3. draws: ``sample`` splits cfg.num_samples into per-rank chunks and batches, the initial noise a function
    of the seed alone; ``sample_eps``, ``tgdp_samples``, ``oracle_guidance_samples`` and ``model_samples``
@@ -76,6 +76,26 @@ def oracle_guidance_eps(score_model: nn.Module, grad_log_h: GradFn, schedule: VP
     as ``tgdp_eps`` is, so the oracle and TGDP differ only in h. Scale 1: a guidance scale compensates a
     learned h, the exact one needs none."""
     return guided_eps(model_eps(score_model, y), grad_log_h, schedule, 1.0, t_max)
+
+
+def domain_guidance_eps(source_eps: EpsFn, finetuned_eps: EpsFn, weight: float) -> EpsFn:
+    """Domain Guidance (Zhong et al., ICLR 2025): eps_src + weight * (eps_ft - eps_src), both (B, *shape).
+
+    Classifier-free guidance with the source model as the unconditional branch: its score is that of
+    q_ft,t^w p_t^(1-w) at each t (as in CFG, not the noised marginal of one tilted density), so w > 1 pushes
+    the samples away from what the source already explains.
+    ``weight`` = 1 is plain fine-tuning and returns ``finetuned_eps`` itself (the source net is not evaluated
+    and the samples are bit-identical to finetune's; a + (b - a) need not equal b in floating point).
+    A conditional pair is built with the same labels in both (``model_eps(net, y)``).
+    """
+    if weight == 1:
+        return finetuned_eps
+
+    def eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        e_src = source_eps(x, t)
+        return e_src + weight * (finetuned_eps(x, t) - e_src)
+
+    return eps
 
 
 # --- solvers ------------------------------------------------------------------------------------------------

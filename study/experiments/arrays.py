@@ -65,7 +65,7 @@ class ArraysExperiment(Experiment):
         "sliced_w2": "minimize",  # sliced Wasserstein-2, same rows
     }
     table_metrics = ("energy_distance", "sliced_w2", "logr_source", "logr_target_train", "logr_target_val")
-    methods = ("tgdp", "tgdp_reg", "vanilla", "finetune", "source_only")
+    methods = ("tgdp", "tgdp_reg", "vanilla", "finetune", "domain_guidance", "source_only")
     # tgdp_reg on user arrays: the GMM's values (eta_1 = 1, eta_2 = 0.1 on 64-point target batches). The
     # rows are standardised to unit scale like the GMM's, and nothing is known about a user's data to
     # choose otherwise; untuned here: a study searches the etas itself.

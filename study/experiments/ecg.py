@@ -50,7 +50,7 @@ class ECGExperiment(Experiment):
     }
     table_metrics = ("macro_auroc", "macro_auroc_lo", "macro_auroc_hi", "f_beta2", "g_beta2", "feat_energy",
                      "feat_frechet")
-    methods = ("real_only", "vanilla", "finetune", "source_only", "tgdp", "tgdp_reg")
+    methods = ("real_only", "vanilla", "finetune", "domain_guidance", "source_only", "tgdp", "tgdp_reg")
     # tgdp_reg on the ECG: cycle weight eta_1 = 0.1, consistency weight eta_2 = 0.01 (ten times below the
     # GMM's, target_batch_size left at the config's): the values of every committed ECG comparison.
     # (The `ecg` program applies them only when its config leaves both etas at 0; its presets all do.)

@@ -127,7 +127,8 @@ class GMMExperiment(Experiment):
     }
     table_metrics = ("energy_distance", "sliced_w2", "mean_log_q", "mode_balance_error", "log_ratio_rmse",
                      "guidance_grad_rmse")
-    methods = ("tgdp", "tgdp_reg", "vanilla", "finetune", "source_only", "oracle_guidance", "oracle_target")
+    methods = ("tgdp", "tgdp_reg", "vanilla", "finetune", "domain_guidance", "source_only", "oracle_guidance",
+               "oracle_target")
     # tgdp_reg on the GMM: cycle weight eta_1 = 1, consistency weight eta_2 = 0.1, the regularisers on
     # 64-point target batches: the values every committed GMM comparison table was measured with. Fixed
     # values for a named comparison method; a study searches the etas itself.

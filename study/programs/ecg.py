@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                          source_limit=args.source_limit, seed=args.seed, val=args.val, test=args.test,
                          skip_bad=args.skip_bad, n=args.n[0])
     cfg = PRESETS[args.preset]
-    cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), seed=args.seed) for sec in cfg.__dataclass_fields__})
+    cfg = replace(cfg, **{sec: replace(getattr(cfg, sec), seed=args.seed) for sec in cfg.__dataclass_fields__
+                          if hasattr(getattr(cfg, sec), "seed")})  # stage sections; not domain_guidance
     utility = replace(UTILITY_PRESETS[args.preset], seed=args.seed)
     reporter, rows, source_model, t_start = MemoryReporter(verbose=args.verbose), [], None, time.time()
     for n in args.n:

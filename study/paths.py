@@ -144,6 +144,14 @@ class StudyPaths:
         tmp.write_text(json.dumps(out, indent=1))
         os.replace(tmp, self.state)
 
+    @staticmethod
+    def absolute_uri(uri: str) -> str:
+        """A user-given tracking URI with a relative sqlite path made absolute (relative to the working
+        directory, as MLflow reads it): in state.json a relative path means relative to the study."""
+        if uri.startswith(_SQLITE) and not uri[len(_SQLITE):].startswith("/"):
+            return _SQLITE + str(Path(uri[len(_SQLITE):]).resolve())
+        return uri
+
     def _relative(self, path: Path) -> str:
         """``path`` relative to the study directory when it lies inside it, else absolute."""
         try:

@@ -130,7 +130,8 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
         tracker.set_status(parent, "FINISHED")
         return True
     rt = trial_runtime(spec, n, seed, cache_dir=str(cache.root), trials_dir=str(paths.trials_dir(label)),
-                       train_storage=str(paths.ray / "_train_runs"), classifier_searched=classifier_searched(spec.space))
+                       train_storage=str(paths.ray / "_train_runs"),
+                       classifier_searched=classifier_searched(spec.space))
     exp = experiment_for(spec)
     if shared_missing(exp, rt, cache):
         print(f"[{label}] shared stages (source, classifier, baselines) -> {cache.root}", flush=True)
@@ -217,7 +218,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
         state = paths.read_state()
         state.setdefault("cache_dir", str(resolve_cache_dir(paths.cache)))
         if tracking_uri:
-            state["tracking_uri"] = tracking_uri
+            state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)

@@ -157,8 +157,9 @@ class StudySpec(_Frozen):
     def resolved_config(self, n: int, seed: int, params: Mapping[str, Any] | None = None) -> tuple[Any, TGDPConfig]:
         """(data config, TGDPConfig) of one trial: defaults <- fixed <- seed <- sampled ``params``.
 
-        Every stage seed (of each section with a ``seed``) is ``seed`` unless ``fixed`` sets it; ``params`` is a trial's flat params
-        (Optuna ``trial.params`` or the Tune config); see ``study.space.params_to_overrides``.
+        Every stage seed (of each section with a ``seed``) is ``seed`` unless ``fixed`` sets it; ``params``
+        is a trial's flat params (Optuna ``trial.params`` or the Tune config); see
+        ``study.space.params_to_overrides`` (and ``study.runtime.resolve``, the same without the spec).
         """
         merged: dict[str, dict[str, Any]] = {sec: dict(v) for sec, v in self.fixed.items()}
         defaults = TGDPConfig()
@@ -249,7 +250,8 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
                              len(spec.initial_trials), f"at most budget.trials_per_n ({spec.budget.trials_per_n})"))
     if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         out.append(Issue("sampler", "the cmaes sampler needs the 'cmaes' package, which is not installed",
-                         spec.sampler, "`pip install cmaes`, or one of " + ", ".join(s for s in SAMPLERS if s != "cmaes")))
+                         spec.sampler,
+                         "`pip install cmaes`, or one of " + ", ".join(s for s in SAMPLERS if s != "cmaes")))
     if spec.multi_objective and spec.sampler in SINGLE_OBJECTIVE_SAMPLERS:
         ok = [s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS]
         out.append(Issue("sampler", f"{spec.sampler} is single-objective but {len(spec.objective)} objectives "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def test_state_keeps_paths_outside_the_study_and_servers_as_they_are(tmp_path):
     assert paths.read_state() == {"tracking_uri": outside}
 
 
+def test_a_relative_sqlite_tracking_uri_given_by_the_user_stays_where_mlflow_reads_it(tmp_path, monkeypatch):
+    # `--tracking-uri sqlite:///x.db` means x.db in the working directory: stored absolute, not study-relative
+    monkeypatch.chdir(tmp_path)
+    uri = StudyPaths.absolute_uri("sqlite:///x.db")
+    assert uri == f"sqlite:///{tmp_path.resolve() / 'x.db'}"
+    assert StudyPaths.absolute_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    paths = StudyPaths((tmp_path / "s").resolve())
+    paths.make_dirs()
+    paths.write_state({"tracking_uri": uri})
+    assert paths.read_state() == {"tracking_uri": uri}
+
+
 def test_old_absolute_state_is_still_read(tmp_path):
     # studies created before relative state paths stored absolute ones
     paths = StudyPaths((tmp_path / "s").resolve())
@@ -68,5 +81,6 @@ def test_old_absolute_state_is_still_read(tmp_path):
 def test_the_runner_and_report_read_state_through_study_paths():
     # guards a single reader: a raw json read of state.json would take a relative cache dir from the cwd
     root = Path(__file__).resolve().parents[1] / "study"
-    raw = [p.name for p in root.rglob("*.py") if p.name != "paths.py" and "state.json" in p.read_text()]
+    literal = re.compile(r"[\"']state\.json[\"']")  # in code, not in a docstring's prose
+    raw = [p.name for p in root.rglob("*.py") if p.name != "paths.py" and literal.search(p.read_text())]
     assert raw == [], raw

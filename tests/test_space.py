@@ -30,7 +30,8 @@ def make_spec(space: dict, sampler: str = "random", objective=None):
 SPACE = {
     "guidance.eta_cycle": {"kind": "float", "low": 1e-3, "high": 10.0, "log": True, "off": 0.0},
     "guidance.width": {"kind": "categorical", "choices": [64, 128, 256]},
-    "guidance.depth": {"kind": "int", "low": 2, "high": 6, "step": 2, "when": {"param": "guidance.width", "in": [128, 256]}},
+    "guidance.depth": {"kind": "int", "low": 2, "high": 6, "step": 2,
+                       "when": {"param": "guidance.width", "in": [128, 256]}},
     "guidance.target_batch_size": {"kind": "categorical", "choices": [64, 128],
                                    "when": {"param": "guidance.eta_cycle", "off": False}},
     "sample.guidance_scale": {"kind": "float", "low": 0.5, "high": 2.0},

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,10 +28,10 @@ import torch
 from study.experiments.gmm import GMMExperiment
 from study.experiments.gmm_defaults import default_config
 from study.yaml_io import parse_scalar
-from tgdp import metrics, pipeline, sampling, seeds, stages
+from tgdp import metrics, sampling, seeds, stages
 from tgdp.config import GMMConfig, TGDPConfig, from_dict, to_dict
 from tgdp.data.gmm import GMMTask
-from tgdp.methods import DomainGuidedScore
+from tgdp.methods import get_method
 from tgdp.reporter import MemoryReporter
 
 METHODS = GMMExperiment.methods  # the eight methods, in table order
@@ -42,10 +41,15 @@ REGULARISED = GMMExperiment.regularised  # the "tgdp_reg" method: the cycle and 
 
 
 def run_n(task: GMMTask, cfg: TGDPConfig, source_model, device: torch.device, log=print) -> tuple[dict, dict]:
-    """All methods at one n: returns ({method: samples}, {extra diagnostics})."""
-    data, sch, shape = task.draw("train"), task.schedule, (task.cfg.dim,)
-    rep = MemoryReporter()
-    samples, extra, timings = {}, {}, {}
+    """Every method of the GMM experiment at one n, through the Method registry: ({method: samples}, diagnostics).
+
+    Methods share one reporter, so a finished stage is reused (domain_guidance gets finetune's fit back); a
+    method that changes the config (tgdp_reg) gets its own, so it never restores another's guidance. tgdp_reg
+    reuses tgdp's domain classifier (the same config and data: the same classifier).
+    """
+    data, sch, shape = task.draw("train"), task.schedule, (task.dim,)
+    shared = MemoryReporter()
+    samples, fitted, extra, timings = {}, {}, {}, {}
 
     def timed(name, fn):
         t0 = time.perf_counter()
@@ -54,24 +58,16 @@ def run_n(task: GMMTask, cfg: TGDPConfig, source_model, device: torch.device, lo
         log(f"  n={task.cfg.n:<5} {name:<16} {timings[name]:6.1f} s")
         return out
 
-    fit = timed("tgdp_fit", lambda: pipeline.fit_tgdp(cfg, data, source_model, sch, device, rep))
-    samples["tgdp"] = timed("tgdp", lambda: sampling.tgdp_samples(cfg.sample, source_model, fit.guidance, sch, device, shape))
-    reg_cfg = replace(cfg, guidance=replace(cfg.guidance, **REGULARISED))
-    reg = timed("tgdp_reg_fit", lambda: pipeline.fit_tgdp(reg_cfg, data, source_model, sch, device, MemoryReporter(),
-                                                          classifier=fit.classifier))
-    samples["tgdp_reg"] = timed("tgdp_reg", lambda: sampling.tgdp_samples(cfg.sample, source_model, reg.guidance, sch,
-                                                                          device, shape))
-    for name in pipeline.BASELINES:
-        model = timed(f"{name}_fit", lambda: pipeline.fit_baseline(name, cfg, data, source_model, sch, device, rep))
-        samples[name] = timed(name, lambda: sampling.model_samples(cfg.sample, model, sch, device, shape))
-        if name == "finetune":  # Domain Guidance trains nothing more: this finetune fit guided away from the source
-            dg = DomainGuidedScore(source_model, model, cfg.domain_guidance.weight)
-            samples["domain_guidance"] = timed("domain_guidance",
-                                               lambda: sampling.model_samples(cfg.sample, dg, sch, device, shape))
-    oracle = lambda y: sampling.oracle_guidance_eps(source_model, task.grad_log_h_star, sch, y,  # noqa: E731
-                                                    cfg.sample.guidance_t_max)
-    samples["oracle_guidance"] = sampling.sample_eps(cfg.sample, oracle, shape, sch, device)
-    samples["oracle_target"] = sampling.sample_eps(cfg.sample, lambda y: task.exact_eps("target"), shape, sch, device)
+    for name in METHODS:
+        method = get_method(name)
+        run_cfg = method.configure(cfg, REGULARISED)
+        reporter = shared if run_cfg == cfg else MemoryReporter()
+        classifier = fitted["tgdp"].classifier if "tgdp" in fitted else None
+        fitted[name] = timed(f"{name}_fit", lambda: method.fit(run_cfg, data, source_model, sch, device, reporter,
+                                                               classifier=classifier))
+        samples[name] = timed(name, lambda: method.draw(fitted[name], run_cfg.sample, sch, device, shape,
+                                                        source=source_model, task=task))
+    fit, reg = fitted["tgdp"], fitted["tgdp_reg"]
     extra["classifier_log_ratio_rmse"] = metrics.log_ratio_rmse(
         lambda x: stages.classifier_log_ratio(fit.classifier, x), task)
     extra["tgdp_guidance_grad_rmse"] = metrics.guidance_grad_rmse(sampling.guidance_grad(fit.guidance), task)

@@ -45,7 +45,7 @@ def _finish(result: Any) -> int:
 
 def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
     r, es = spec.resources, spec.early_stopping
-    n_trials = spec.budget.trials_per_n * len(spec.factors.n) * len(spec.factors.seeds)
+    n_trials = spec.budget.trials_per_n * len(spec.factors.n) * len(spec.factors.seeds) * len(spec.tuned_methods)
     objective = ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)
     if address:
         fit = f"checked against the cluster at {address} at run time"
@@ -64,10 +64,12 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
         "",
         f"== search space: {len(spec.space)} parameters, sampler {spec.sampler} (seed {spec.sampler_seed}) ==",
         describe_space(spec.space),
+        *(line for m in spec.tuned_methods[1:] for line in (f"  -- {m} --", describe_space(spec.space_of(m)))),
         "",
         "== plan ==",
         f"  target sizes n = {list(spec.factors.n)} x seeds {list(spec.factors.seeds)}: "
-        f"{spec.budget.trials_per_n} trials each, {n_trials} trials in all",
+        f"{spec.budget.trials_per_n} trials each per tuned method ({', '.join(spec.tuned_methods)}), "
+        f"{n_trials} trials in all",
         f"  objective    {objective}" + ("  (multi-objective: Pareto front per n)" if spec.multi_objective else ""),
         f"  time budget  {spec.budget.time_budget_s:g} s per n" if spec.budget.time_budget_s else
         "  time budget  none",
@@ -129,7 +131,7 @@ def cmd_best(a: argparse.Namespace) -> int:
     out = Path(a.out).resolve() if a.out else None
     from study.report import export_best
 
-    return _finish(export_best(paths.root, a.n, out))
+    return _finish(export_best(paths.root, a.n, out, a.method))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
@@ -272,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("best", help="export the best trial's resolved config for one n")
     p.add_argument("dir", help="study directory")
     p.add_argument("--n", type=int, required=True, help="target sample size")
+    p.add_argument("--method", default="tgdp", help="a tuned method of the study (default: %(default)s)")
     p.add_argument("--out", default=None, help="output file (default: print)")
     p.set_defaults(func=cmd_best)
 

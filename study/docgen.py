@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from study import method_spaces
 from study import spec as spec_mod
 from study import space as space_mod
 from tgdp import config as cfg_mod
@@ -36,7 +37,7 @@ def _comments(cls: type) -> dict[str, str]:
 def _type_name(tp) -> str:
     text = tp.__name__ if isinstance(tp, type) else str(tp)
     text = re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", text)  # drop pydantic constraint metadata
-    for prefix in ("typing.", "study.space.", "study.spec."):
+    for prefix in ("typing.", "study.space.", "study.spec.", "study.method_spaces."):
         text = text.replace(prefix, "")
     text = re.sub(r"Annotated\[Union\[[^\]]*\], FieldInfo\([^)]*\)\]", "Param", text)
     return text.replace("NoneType", "None").replace(" | ", " \\| ")  # a bare | would split the table cell
@@ -108,6 +109,20 @@ def spec_reference() -> str:
         "or the `off` value, which switches the parameter off); a parameter left out is sampled. Queued only in a",
         "new study: a resumed one already holds them. At most `budget.trials_per_n` points; not with the grid",
         "sampler. `trials.csv` marks them (`initial`).",
+        "",
+        "## methods: other methods tuned on the same budget",
+        "",
+        "Optional. tgdp's space is the top-level `space:` (and `initial_trials:`); `methods:` maps each other",
+        "method to tune to its own `space:` (same parameter syntax) and optional `initial_trials:`. Each tuned method",
+        "gets its own Optuna study and Tune run per unit (`<study>-<label>-<method>`) with `budget.trials_per_n`",
+        "trials; its best trial (on validation) is reported against the others' on the test draw. A method's space",
+        "may search its own config sections and `sample.*`. Methods not listed stay fixed shared stages. Methods",
+        "without guidance epochs report once per trial: their Tune runs use FIFO (no early stopping).",
+        "",
+        _table(method_spaces.MethodSpace, "methods.<method>"),
+        *[f"- `{name}`: " + "; ".join(f"`{m}` ({', '.join(method_spaces.allowed_sections(m))})"
+                                       for m in method_spaces.tunable_methods(exp.methods))
+          for name, exp in _experiments().items()],
         "",
         "## Samplers",
         "",

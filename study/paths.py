@@ -17,7 +17,9 @@ A study lives in ``<dir>/<name>/``::
     lock           held while a process drives the study
 
 A unit is one (n, seed) of the spec's factors, labelled ``n<n>`` (``n<n>-s<seed>`` with several seeds); its
-Optuna study and its Tune run are both named ``<study>-<label>`` (``run_name``).
+tgdp Optuna study and Tune run are both named ``<study>-<label>`` (``run_name``); each other tuned method
+(the spec's ``methods:``) has its own, ``<study>-<label>-<method>``, and ``trials/<label>-<method>/``
+(``method_label``).
 
 The paths of ``StudyPaths`` are absolute (Ray workers and MLflow may run in other working directories);
 ``state.json`` stores paths inside the study directory relative to it, so a study can be moved or copied.
@@ -192,6 +194,17 @@ def unit_label(spec: Any, n: int, seed: int) -> str:
 def units(spec: Any) -> list[tuple[int, int, str]]:
     """Every unit (n, seed, label) of the spec, in run order (n outer, seed inner)."""
     return [(n, s, unit_label(spec, n, s)) for n in spec.factors.n for s in spec.factors.seeds]
+
+
+def method_label(label: str, method: str) -> str:
+    """The label of tuned ``method``'s Optuna study, Tune run and trials directory in unit ``label``: the unit's
+    own for tgdp (studies made before ``methods:`` resume under their names), ``<label>-<method>`` otherwise."""
+    return label if method == "tgdp" else f"{label}-{method}"
+
+
+def method_runs(spec: Any) -> list[tuple[int, int, str, str, str]]:
+    """Every tuned method's run (n, seed, unit label, method, run label) of the spec, unit by unit."""
+    return [(n, s, label, m, method_label(label, m)) for n, s, label in units(spec) for m in spec.tuned_methods]
 
 
 def run_name(spec: Any, label: str) -> str:

@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 from study import UserError
 from study.experiments import experiment_for
-from study.paths import StudyPaths, units
+from study.method_spaces import TGDP
+from study.paths import StudyPaths, method_label, method_runs, units
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
 
@@ -83,7 +84,7 @@ def status(study_dir: str | Path) -> str:
     spec = read_study_spec(paths)
     lines = [f"study {spec.name}  ({paths.root})", f"objective: " +
              ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
-    for n, seed, label in units(spec):
+    for n, seed, unit, method, label in method_runs(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
         if study is None:
             lines.append(f"  {label}: not started")
@@ -158,34 +159,39 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
-    for n, seed, label in units(spec):
-        study = _load_study(paths, f"{spec.name}-{label}")
+    for n, seed, unit in units(spec):
         baselines = _baselines(spec, cache_dir, n, seed)
-        for e in baselines:
-            summary.append({"method": e["method"], "n": n, "seed": seed, "trial": "", **e["test"]})
-            panels.append((f"{e['method']} n={n}", e["samples"], e["data"]))
-        if study is None:
-            continue
-        studies.append((label, study))
-        for t in study.trials:
-            trial_rows.append({"n": n, "seed": seed, "number": t.number, "tune_trial_id": t.user_attrs.get(
-                "tune_trial_id", ""), "initial": bool(t.user_attrs.get("initial_trial")), "state": t.state.name,
-                **dict(zip(spec.metrics, t.values or [])),
-                **{f"param.{k}": v for k, v in t.params.items()}})
-        b = best_trial(study, spec, _finished(paths, label))
-        res = _result(paths, label, b) if b is not None else None
-        if res is not None:
-            summary.append({"method": "tgdp (best)", "n": n, "seed": seed, "trial": res["trial_id"], **res["test"]})
-            panels.insert(len(panels) - len(baselines),
-                          (f"TGDP best n={n}", res["samples"], res["data"]))
-        elif b is not None:  # every trial of this n was stopped early (or the run is still going)
-            missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
-                           f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
-        figures += plots.optuna_plots(study, out, label)
+        best_rows, best_panels = [], []
+        for method in spec.tuned_methods:  # ranked within each method on validation; compared on the test draw
+            label = method_label(unit, method)
+            study = _load_study(paths, f"{spec.name}-{label}")
+            if study is None:
+                continue
+            studies.append((label, study))
+            for t in study.trials:
+                trial_rows.append({"n": n, "seed": seed, "method": method, "number": t.number,
+                                   "tune_trial_id": t.user_attrs.get("tune_trial_id", ""),
+                                   "initial": bool(t.user_attrs.get("initial_trial")), "state": t.state.name,
+                                   **dict(zip(spec.metrics, t.values or [])),
+                                   **{f"param.{k}": v for k, v in t.params.items()}})
+            b = best_trial(study, spec, _finished(paths, label))
+            res = _result(paths, label, b) if b is not None else None
+            if res is not None:
+                best_rows.append({"method": f"{method} (best)", "n": n, "seed": seed, "trial": res["trial_id"],
+                                  **res["test"]})
+                best_panels.append((f"{'TGDP' if method == TGDP else method} best n={n}", res["samples"],
+                                    res["data"]))
+            elif b is not None:  # every trial of this n was stopped early (or the run is still going)
+                missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
+                               f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
+            figures += plots.optuna_plots(study, out, label)
+        summary += best_rows + [{"method": e["method"], "n": n, "seed": seed, "trial": "", **e["test"]}
+                                for e in baselines]
+        panels += best_panels + [(f"{e['method']} n={n}", e["samples"], e["data"]) for e in baselines]
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics,
             *(k for k in ACCOUNTING_KEYS if any(k in r for r in summary))]
     (out / "summary.csv").write_text(_csv(summary, cols))
-    md = (f"# {spec.name}: test-draw comparison (best trial per n selected on validation)\n\n"
+    md = (f"# {spec.name}: test-draw comparison (best trial per n and tuned method selected on validation)\n\n"
           + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else ""))
     (out / "summary.md").write_text(md)
     tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
@@ -210,19 +216,21 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
     cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)
-    for n, seed, label in units(spec):
-        run_dir = paths.trials_dir(label)
-        if not run_dir.is_dir() and not (paths.ray / f"{spec.name}-{label}").exists():
+    for n, seed, unit in units(spec):
+        labels = [method_label(unit, m) for m in spec.tuned_methods]
+        if not any(paths.trials_dir(x).is_dir() or (paths.ray / f"{spec.name}-{x}").exists() for x in labels):
             continue
-        parent = records.parent(label)
+        parent = records.parent(unit)
         for e in _baselines(spec, cache.root, n, seed):
-            tracker.baseline_run(parent, label, e)
-        for d in sorted(run_dir.glob("*/result.pt")) if run_dir.is_dir() else []:
-            run = tracker.find(kind="trial", trial_id=d.parent.name)
-            if run is None or run.data.tags.get("finalized") != "true":
-                status_ = run.info.status if run is not None and run.info.status != "RUNNING" else "FINISHED"
-                records.finalize(label, d.parent.name, None, None, status_)
-        if paths.done_marker(label).is_file():
+            tracker.baseline_run(parent, unit, e)
+        for label in labels:
+            run_dir = paths.trials_dir(label)
+            for d in sorted(run_dir.glob("*/result.pt")) if run_dir.is_dir() else []:
+                run = tracker.find(kind="trial", trial_id=d.parent.name)
+                if run is None or run.data.tags.get("finalized") != "true":
+                    status_ = run.info.status if run is not None and run.info.status != "RUNNING" else "FINISHED"
+                    records.finalize(label, d.parent.name, None, None, status_)
+        if all(paths.done_marker(x).is_file() for x in labels):
             tracker.set_status(parent, "FINISHED")
     run_id, _ = tracker.get_or_create("summary", kind="summary", study=spec.name)
     for name in ("summary.csv", "summary.md", "trials.csv"):
@@ -233,33 +241,54 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
     tracker.set_status(run_id, "FINISHED")
 
 
-def export_best(study_dir: str | Path, n: int, out: Path | None = None) -> str:
-    """The spec of a single re-run of the best trial for ``n``: its params moved into ``fixed``."""
+def best_over_seeds(paths: StudyPaths, spec: StudySpec, n: int, method: str = TGDP):
+    """(best trial, seed) of tuned ``method`` at ``n`` over the development seeds' units, selected on the
+    validation objective (``best_trial`` within each unit, then the best of those), or None before any finished."""
+    found = []
+    for nn, seed, unit in units(spec):
+        label = method_label(unit, method)
+        study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
+        if study is not None and (b := best_trial(study, spec, _finished(paths, label))) is not None:
+            found.append((b, seed))
+    if not found:
+        return None
+    sign = 1 if spec.directions[0] == "minimize" else -1
+    return min(found, key=lambda x: sign * x[0].values[0])
+
+
+def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: str = TGDP) -> str:
+    """The spec of a single re-run of the best trial of ``method`` for ``n``: its params moved into ``fixed``."""
     from study.space import params_to_overrides
 
     paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
     if n not in spec.factors.n:
         raise UserError(f"n={n} is not a target size of study {spec.name}; allowed: {list(spec.factors.n)}")
-    found = []
-    for nn, seed, label in units(spec):
-        study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
-        if study is not None and (b := best_trial(study, spec, _finished(paths, label))) is not None:
-            found.append((b, seed))
-    if not found:
+    if method not in spec.tuned_methods:
+        raise UserError(f"--method {method}: not tuned in study {spec.name}; allowed: {', '.join(spec.tuned_methods)}")
+    found = best_over_seeds(paths, spec, n, method)
+    if found is None:
         raise UserError(f"no finished trial for n={n} in {paths.root} yet (see `tgdp-study status {paths.root}`)")
-    sign = 1 if spec.directions[0] == "minimize" else -1
-    b, seed = min(found, key=lambda x: sign * x[0].values[0])
+    b, seed = found
     d = spec_dict(spec)
     fixed = {sec: dict(v) for sec, v in d.get("fixed", {}).items()}
-    for sec, values in params_to_overrides(spec.space, b.params).items():
+    if method != TGDP:  # the method's own config transform first (tgdp_reg's overrides), as its trials ran
+        from tgdp.config import to_dict
+
+        base = to_dict(spec.base_config())
+        for sec, values in to_dict(experiment_for(spec).method_config(method, spec.base_config())).items():
+            diff = {k: v for k, v in values.items() if base[sec].get(k) != v}
+            if diff:
+                fixed.setdefault(sec, {}).update(diff)
+    for sec, values in params_to_overrides(spec.space_of(method), b.params).items():
         fixed.setdefault(sec, {}).update(values)
-    d.update(name=f"{spec.name}-best-n{n}"[:64], fixed=fixed, space={},
+    d.update(name=(f"{spec.name}-best-n{n}" + ("" if method == TGDP else f"-{method}"))[:64], fixed=fixed, space={},
              factors={"n": [n], "seeds": [seed]},
              description=f"best trial #{b.number} of {spec.name} for n={n} "
                          f"({', '.join(f'{m}={_fmt(v)}' for m, v in zip(spec.metrics, b.values))})")
     d["budget"] = {**d["budget"], "trials_per_n": 1}
     d.pop("initial_trials", None)  # points of the searched space; the best one is now `fixed`
+    d.pop("methods", None)  # the exported spec re-runs one configuration: the others stay shared and fixed
     d.setdefault("sampler", "tpe")
     if d["sampler"] == "grid":
         d["sampler"] = "random"  # an empty space has no grid

@@ -7,10 +7,12 @@ Flow of ``run_study`` / ``resume_study`` (the driver holds ``<study>/lock`` thro
    a. the unit's ``TrialRuntime`` (``study.runtime``): its resolved configs, paths and resources;
    b. the shared stages (source model, the experiment's shared methods, the unsearched classifier) as one
       Ray Train run filling the stage cache (skipped when every entry is cached); their MLflow runs;
-   c. a Tune run ``<study>-<label>`` of ``study.trial.run_trial`` (``study.search``: Optuna on
-      ``optuna.db``, study ``<study>-<label>``; ASHA on the reported guidance epoch); on resume
-      ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; units whose Tune run finished
-      (``trials/<label>/DONE``) are skipped; progress and MLflow runs from ``study.callback``;
+   c. per tuned method (tgdp, then the spec's ``methods:``) a Tune run ``<study>-<run>`` of
+      ``study.trial.run_trial``, ``<run>`` = ``<label>`` for tgdp, ``<label>-<method>`` otherwise
+      (``study.search``: Optuna on ``optuna.db``, study ``<study>-<run>``; ASHA on the reported guidance
+      epoch for tgdp / tgdp_reg, FIFO for methods that report once); on resume
+      ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; (unit, method) runs that finished
+      (``trials/<run>/DONE``) are skipped; progress and MLflow runs from ``study.callback``;
    d. reconciliation: every trial with a ``result.pt`` has a finalised MLflow run; Optuna trials left
       RUNNING by a killed driver (never handed to Tune) are marked FAIL.
 3. The report (``study.report.write_report``): test-draw table, figures, MLflow summary run.
@@ -29,7 +31,8 @@ from typing import Any, Iterator
 
 from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
-from study.paths import StudyPaths, open_study_dir, run_name, units
+from study.method_spaces import TGDP
+from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
 from study.runtime import TrialRuntime, trial_runtime
 from study.spec import StudySpec, check_resources, read_study_spec, resource_issues, write_spec
 from study.trial_records import TrialRecords
@@ -114,24 +117,20 @@ def shared_missing(exp: Any, rt: TrialRuntime, cache: StageCache) -> bool:
 
 
 def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label: str) -> bool:
-    """Shared stages, then the Tune run of one unit; True when the unit finished (not interrupted)."""
-    from ray import tune
-
-    from study.callback import StudyCallback
+    """Shared stages, then one Tune run per tuned method of the unit; True when the unit finished (not
+    interrupted). Each (unit, method) has its own DONE marker: a resume skips the finished ones."""
     from study.experiments import experiment_for
-    from study.search import tune_config
-    from study.trial import run_shared, run_trial
+    from study.trial import run_shared
 
     spec, paths, tracker = records.spec, records.paths, records.tracker
     parent = records.parent(label)
     tracker.set_status(parent, "RUNNING")
-    if paths.done_marker(label).is_file():
+    methods = [(m, method_label(label, m)) for m in spec.tuned_methods]
+    if all(paths.done_marker(run).is_file() for _, run in methods):
         print(f"[{label}] already finished; skipped", flush=True)
         tracker.set_status(parent, "FINISHED")
         return True
-    rt = trial_runtime(spec, n, seed, cache_dir=str(cache.root), trials_dir=str(paths.trials_dir(label)),
-                       train_storage=str(paths.ray / "_train_runs"),
-                       classifier_searched=classifier_searched(spec.space))
+    rt = _runtime(spec, paths, cache, n, seed, TGDP)
     exp = experiment_for(spec)
     if shared_missing(exp, rt, cache):
         print(f"[{label}] shared stages (source, classifier, baselines) -> {cache.root}", flush=True)
@@ -140,19 +139,45 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
         print(f"[{label}] shared stages done in {time.time() - t0:.1f} s", flush=True)
     for m in exp.baselines:
         tracker.baseline_run(parent, label, cache.get("baseline", exp.baseline_key(m, rt.data, rt.base)))
-    exp_name = run_name(spec, label)
+    for method, run in methods:
+        if paths.done_marker(run).is_file():
+            print(f"[{run}] already finished; skipped", flush=True)
+        elif not _run_tune(records, _runtime(spec, paths, cache, n, seed, method), run):
+            return False
+    tracker.set_status(parent, "FINISHED")
+    return True
+
+
+def _runtime(spec: StudySpec, paths: StudyPaths, cache: StageCache, n: int, seed: int, method: str) -> TrialRuntime:
+    """The trial runtime of ``method``'s Tune run in unit (n, seed)."""
+    run = method_label(unit_label(spec, n, seed), method)
+    return trial_runtime(spec, n, seed, cache_dir=str(cache.root), trials_dir=str(paths.trials_dir(run)),
+                         train_storage=str(paths.ray / "_train_runs"), method=method,
+                         classifier_searched=classifier_searched(spec.space_of(method)))
+
+
+def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
+    """The Tune run ``<study>-<run>`` of one tuned method (``rt.method``) in one unit; True when it finished."""
+    from ray import tune
+
+    from study.callback import StudyCallback
+    from study.search import tune_config
+    from study.trial import run_trial
+
+    spec, paths, tracker = records.spec, records.paths, records.tracker
+    exp_name = run_name(spec, run)
     exp_path = paths.ray / exp_name
     # the runtime travels by tune.with_parameters (object store), never in the Tune config: re-bound on restore
     trainable = tune.with_resources(tune.with_parameters(run_trial, runtime=rt), {"cpu": spec.resources.cpus_per_trial})
     t0 = time.time()
     if tune.Tuner.can_restore(str(exp_path)):
-        print(f"[{label}] resuming Tune run {exp_path}", flush=True)
+        print(f"[{run}] resuming Tune run {exp_path}", flush=True)
         tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, tune_config=tune_config(spec, label, paths),
+        tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
-                                                     callbacks=[StudyCallback(str(paths.root), label)]))
-    print(f"[{label}] Tune run {exp_name}: {spec.budget.trials_per_n} trials", flush=True)
+                                                     callbacks=[StudyCallback(str(paths.root), run)]))
+    print(f"[{run}] Tune run {exp_name}: {spec.budget.trials_per_n} trials of {rt.method}", flush=True)
     with _sigint_watch() as interrupted:
         grid = tuner.fit()
     if interrupted():  # Tune stops gracefully on Ctrl-C and returns as if done: the unit is NOT finished
@@ -163,12 +188,11 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
     if unfinished and not (budget and time.time() - t0 >= budget):
         return False
     for t in trials:  # reconcile: every trial's MLflow run finalised (callbacks may have been missed)
-        records.finalize(label, t.trial_id, t.config, t.last_result, "FAILED" if t.status == "ERROR" else "FINISHED")
+        records.finalize(run, t.trial_id, t.config, t.last_result, "FAILED" if t.status == "ERROR" else "FINISHED")
     orphans = _mark_orphans_failed(paths, exp_name)
     if orphans:
-        print(f"[{label}] {orphans} Optuna trial(s) left RUNNING by an interrupted driver marked FAIL", flush=True)
-    tracker.set_status(parent, "FINISHED")
-    done = paths.done_marker(label)
+        print(f"[{run}] {orphans} Optuna trial(s) left RUNNING by an interrupted driver marked FAIL", flush=True)
+    done = paths.done_marker(run)
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(f"{len(trials)} trials\n")
     return True

@@ -57,6 +57,8 @@ class TrialRuntime:
     # trial behaviour
     eval_samples: int = EVAL_SAMPLES  # samples of the in-training evaluation
     classifier_searched: bool = False  # stage B is trained per trial (else the cached one is used)
+    method: str = "tgdp"  # the tuned method of this Tune run (tgdp.methods; study.method_spaces)
+    tuned_methods: tuple[str, ...] = ("tgdp",)  # every tuned method of the study (the others are shared stages)
 
     @property
     def use_gpu(self) -> bool:
@@ -86,12 +88,14 @@ class ResolvedTrial:
 
 
 def trial_runtime(spec: Any, n: int, seed: int, *, cache_dir: str, trials_dir: str, train_storage: str,
-                  classifier_searched: bool) -> TrialRuntime:
-    """The runtime of unit (n, seed) of the validated ``spec`` (a ``study.spec.StudySpec``); driver only."""
-    data, base = spec.resolved_config(n, seed)
+                  classifier_searched: bool, method: str = "tgdp") -> TrialRuntime:
+    """The runtime of the Tune run of ``method`` in unit (n, seed) of the validated ``spec`` (a
+    ``study.spec.StudySpec``); ``base`` is the method's config before its searched values; driver only."""
+    data, base = spec.resolved_config(n, seed, method=method)
     r = spec.resources
     return TrialRuntime(
-        experiment=spec.experiment, n=n, seed=seed, data=data, base=base, searched=tuple(spec.space),
+        experiment=spec.experiment, n=n, seed=seed, data=data, base=base, searched=tuple(spec.space_of(method)),
+        method=method, tuned_methods=tuple(spec.tuned_methods),
         evaluation=dict(spec.evaluation) if spec.evaluation is not None else None,
         metrics=tuple(spec.metrics), directions=tuple(spec.directions),
         cache_dir=str(cache_dir), trials_dir=str(trials_dir), train_storage=str(train_storage),

@@ -18,6 +18,7 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
 
+from study.method_spaces import TGDP, trains_guidance
 from study.paths import StudyPaths, run_name
 from study.space import SAMPLERS, SWITCH_CHOICES, Space, initial_trial_params, switch_name
 from study.spec import StudySpec
@@ -103,24 +104,27 @@ def make_sampler(sampler: str, space: Space, *, seed: int | None) -> Any:
 
 # --- the Tune run of a unit ------------------------------------------------------------------------------
 
-def make_search(spec: StudySpec, label: str, paths: StudyPaths) -> TaggingOptunaSearch:
+def make_search(spec: StudySpec, label: str, paths: StudyPaths, method: str = TGDP) -> TaggingOptunaSearch:
+    """Optuna over ``method``'s space (``StudySpec.space_of``), study ``<study>-<label>`` (``label``: the
+    method's run label, ``study.paths.method_label``)."""
     import optuna
 
     modes = ["min" if d == "minimize" else "max" for d in spec.directions]
     multi = spec.multi_objective
     storage = optuna.storages.RDBStorage(paths.optuna_url)
-    if spec.initial_trials:
-        enqueue_initial_trials(spec, storage, run_name(spec, label))
+    space = spec.space_of(method)
+    if spec.initial_trials_of(method):
+        enqueue_initial_trials(spec, storage, run_name(spec, label), method)
     return TaggingOptunaSearch(
-        space=functools.partial(define_by_run, space=dict(spec.space)),
+        space=functools.partial(define_by_run, space=space),
         metric=spec.metrics if multi else spec.metrics[0], mode=modes if multi else modes[0],
-        sampler=make_sampler(spec.sampler, spec.space, seed=spec.sampler_seed),
+        sampler=make_sampler(spec.sampler, space, seed=spec.sampler_seed),
         study_name=run_name(spec, label),
         storage=storage)
 
 
-def enqueue_initial_trials(spec: StudySpec, storage: Any, study_name: str) -> None:
-    """Queue ``spec.initial_trials`` in a *new* Optuna study: a resumed one already holds them (run, running
+def enqueue_initial_trials(spec: StudySpec, storage: Any, study_name: str, method: str = TGDP) -> None:
+    """Queue ``method``'s initial trials in a *new* Optuna study: a resumed one already holds them (run, running
     or still waiting), and queueing again would run them twice."""
     import optuna
 
@@ -128,8 +132,8 @@ def enqueue_initial_trials(spec: StudySpec, storage: Any, study_name: str) -> No
                                 directions=list(spec.directions))
     if study.trials:
         return
-    for point in spec.initial_trials or ():
-        study.enqueue_trial(initial_trial_params(spec.space, point), user_attrs={"initial_trial": True})
+    for point in spec.initial_trials_of(method):
+        study.enqueue_trial(initial_trial_params(spec.space_of(method), point), user_attrs={"initial_trial": True})
 
 
 class TaggingOptunaSearch(_OptunaSearch):
@@ -177,8 +181,10 @@ class KeepInitialTrialsASHA(ASHAScheduler):
         return decision
 
 
-def tune_config(spec: StudySpec, label: str, paths: StudyPaths):
-    """Search algorithm (Optuna), scheduler (ASHA or FIFO) and budget of one unit's Tune run."""
+def tune_config(spec: StudySpec, label: str, paths: StudyPaths, method: str = TGDP):
+    """Search algorithm (Optuna), scheduler (ASHA or FIFO) and budget of the Tune run of ``method`` in one unit
+    (``label``: its run label). Methods without guidance epochs report once, at the end: FIFO (ASHA could not
+    stop them anyway), with the same ``trials_per_n``."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
@@ -186,20 +192,22 @@ def tune_config(spec: StudySpec, label: str, paths: StudyPaths):
 
     es = spec.early_stopping
     metric0, mode0 = experiment_for(spec).asha_metric()
-    if es.enabled:
+    if es.enabled and not trains_guidance(method):
+        print(f"[{label}] {method} reports once per trial (no epochs): no early stopping (FIFO)", flush=True)
+    if es.enabled and trains_guidance(method):
         if spec.multi_objective:
             print(f"[{label}] multi-objective: ASHA stops trials on the first objective ({spec.metrics[0]})",
                   flush=True)
         if metric0 != spec.metrics[0]:
             print(f"[{label}] ASHA stops trials on the in-training proxy {metric0} ({mode0}); "
                   f"{spec.metrics[0]} is evaluated at the final epoch only", flush=True)
-        initial = [initial_trial_params(spec.space, point) for point in spec.initial_trials or ()]
+        initial = [initial_trial_params(spec.space_of(method), point) for point in spec.initial_trials_of(method)]
         scheduler = KeepInitialTrialsASHA(initial, time_attr="epoch", metric=metric0, mode=mode0,
                                           max_t=spec.max_epochs + 1, grace_period=es.grace_period,
                                           reduction_factor=es.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    return tune.TuneConfig(search_alg=make_search(spec, label, paths), scheduler=scheduler,
+    return tune.TuneConfig(search_alg=make_search(spec, label, paths, method), scheduler=scheduler,
                            num_samples=spec.budget.trials_per_n,
                            max_concurrent_trials=spec.resources.max_concurrent_trials,
                            time_budget_s=spec.budget.time_budget_s, trial_dirname_creator=trial_dirname,

@@ -23,6 +23,7 @@ from pydantic.types import NonNegativeFloat, NonNegativeInt, PositiveFloat, Posi
 
 from study import Issue, SpecError, UserError
 from study.experiments import EXPERIMENTS, get_experiment  # data, evaluation and metrics of each experiment
+from study.method_spaces import TGDP, MethodSpace, method_space_issues, trains_guidance
 from study.paths import STUDY_NAME_RULE, StudyPaths, is_safe_name
 from study.space import (
     SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, CategoricalParam, Condition, IntParam, Param, check_initial_trials,
@@ -99,6 +100,7 @@ class StudySpec(_Frozen):
     space: dict[str, Param] = Field(default_factory=dict)  # searched parameters by dotted path, in order
     # queued in each new Optuna study (never again on resume)
     initial_trials: tuple[dict[str, Any], ...] | None = Field(None, strict=False)  # points run first; see below
+    methods: dict[str, MethodSpace] | None = None  # other methods tuned on the same budget (None: tgdp only)
     objective: tuple[Objective, ...] = Field(strict=False)  # one or more (a single mapping is accepted)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     sampler_seed: int | None = 0
@@ -135,6 +137,20 @@ class StudySpec(_Frozen):
     def directions(self) -> list[str]:
         return [o.direction for o in self.objective]
 
+    @property
+    def tuned_methods(self) -> tuple[str, ...]:
+        """The methods with an Optuna study per unit: tgdp (the top-level space), then ``methods:`` in order."""
+        return (TGDP, *(self.methods or {}))
+
+    def space_of(self, method: str) -> dict[str, Param]:
+        """The search space of tuned ``method`` (KeyError for one that is not tuned)."""
+        return dict(self.space) if method == TGDP else dict(self.methods[method].space)  # type: ignore[index]
+
+    def initial_trials_of(self, method: str) -> tuple[dict[str, Any], ...]:
+        """The initial trials of tuned ``method`` (empty when none)."""
+        points = self.initial_trials if method == TGDP else self.methods[method].initial_trials  # type: ignore[index]
+        return tuple(points or ())
+
     def base_config(self) -> TGDPConfig:
         """TGDPConfig with ``fixed`` applied (no seed, no searched parameters)."""
         return from_dict(TGDPConfig, self.fixed)
@@ -144,23 +160,39 @@ class StudySpec(_Frozen):
         """ASHA's max_t: early_stopping.max_epochs, else guidance.epochs (the largest searchable value)."""
         if self.early_stopping.max_epochs is not None:
             return self.early_stopping.max_epochs
-        p = self.space.get("guidance.epochs")
-        candidates = [self.base_config().guidance.epochs] if p is None or p.when is not None else []
-        if isinstance(p, IntParam):
-            candidates.append(p.high)
-        elif isinstance(p, CategoricalParam):
-            candidates += [c for c in p.choices if isinstance(c, int)]
-        if p is not None and isinstance(p.off, int):
-            candidates.append(p.off)
+        base, candidates = self.base_config().guidance.epochs, []
+        for method in self.tuned_methods:  # tgdp, and tgdp_reg when tuned: the methods with guidance epochs
+            if method != TGDP and not trains_guidance(method):
+                continue
+            p = self.space_of(method).get("guidance.epochs")
+            if p is None or p.when is not None:
+                candidates.append(base)
+            if isinstance(p, IntParam):
+                candidates.append(p.high)
+            elif isinstance(p, CategoricalParam):
+                candidates += [c for c in p.choices if isinstance(c, int)]
+            if p is not None and isinstance(p.off, int):
+                candidates.append(p.off)
         return max(candidates)
 
-    def resolved_config(self, n: int, seed: int, params: Mapping[str, Any] | None = None) -> tuple[Any, TGDPConfig]:
+    def resolved_config(self, n: int, seed: int, params: Mapping[str, Any] | None = None,
+                        method: str = TGDP) -> tuple[Any, TGDPConfig]:
         """(data config, TGDPConfig) of one trial: defaults <- fixed <- seed <- sampled ``params``.
+
+        For another tuned ``method``: defaults <- fixed <- seed <- the method's own transform
+        (``Experiment.method_config``: tgdp_reg's regularised overrides) <- ``params`` of its space.
 
         Every stage seed (of each section with a ``seed``) is ``seed`` unless ``fixed`` sets it; ``params``
         is a trial's flat params (Optuna ``trial.params`` or the Tune config); see
         ``study.space.params_to_overrides`` (and ``study.runtime.resolve``, the same without the spec).
         """
+        if method != TGDP:
+            from study.runtime import with_values
+
+            data, base = self.resolved_config(n, seed)
+            base = get_experiment(self.experiment).method_config(method, base)
+            overrides = params_to_overrides(self.space_of(method), params or {})
+            return data, with_values(base, {f"{sec}.{k}": v for sec, vals in overrides.items() for k, v in vals.items()})
         merged: dict[str, dict[str, Any]] = {sec: dict(v) for sec, v in self.fixed.items()}
         defaults = TGDPConfig()
         for sec in TGDPConfig.__dataclass_fields__:
@@ -248,6 +280,9 @@ def _semantic_issues(spec: StudySpec) -> list[Issue]:
         if len(spec.initial_trials) > spec.budget.trials_per_n:
             out.append(Issue("initial_trials", "more initial trials than the budget runs",
                              len(spec.initial_trials), f"at most budget.trials_per_n ({spec.budget.trials_per_n})"))
+    if spec.methods and spec.experiment in EXPERIMENTS:
+        out.extend(method_space_issues(spec.methods, offered=get_experiment(spec.experiment).methods,
+                                       sampler=spec.sampler, trials_per_n=spec.budget.trials_per_n))
     if spec.sampler == "cmaes" and importlib.util.find_spec("cmaes") is None:
         out.append(Issue("sampler", "the cmaes sampler needs the 'cmaes' package, which is not installed",
                          spec.sampler,
@@ -347,7 +382,7 @@ def read_study_spec(paths: StudyPaths) -> StudySpec:
 
 
 __all__ = [
-    "Budget", "Condition", "EarlyStopping", "Factors",
+    "Budget", "Condition", "EarlyStopping", "Factors", "MethodSpace",
     "Objective", "Resources", "SpecError", "StudySpec", "check_resources", "dump_spec", "load_spec",
     "parse_spec", "read_study_spec", "read_yaml", "resource_issues", "spec_dict", "spec_hash", "write_spec",
 ]

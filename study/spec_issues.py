@@ -36,7 +36,7 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         key = parts.pop(0)
         if isinstance(key, int):
             continue
-        if cls is root and key == "space":
+        if key == "space" and cls is not None and cls not in _PARAM_MODELS.values():  # spec or methods.<m>
             tag = parts[1] if len(parts) > 1 else None
             parts = parts[2:]
             cls = _PARAM_MODELS.get(tag)
@@ -44,6 +44,8 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         field = cls.model_fields.get(key) or next(
             (f for f in cls.model_fields.values() if f.alias == key), None)
         cls = _model_of(field.annotation) if field else None
+        if field is not None and key == "methods" and parts:  # a mapping of MethodSpace: skip the method name
+            parts.pop(0)
     return cls
 
 
@@ -56,6 +58,8 @@ def issues_from_pydantic(err: ValidationError, root: type[BaseModel]) -> list[Is
         loc = [str(x) for x in raw]
         if len(loc) >= 3 and loc[0] == "space" and loc[2] in PARAM_KINDS:
             del loc[2]  # the discriminated union's tag is not a key of the YAML
+        elif len(loc) >= 5 and loc[0] == "methods" and loc[2] == "space" and loc[4] in PARAM_KINDS:
+            del loc[4]  # methods.<m>.space.<path>.<tag>: the same
         path = ".".join(loc)
         kind, value, ctx = e["type"], e.get("input"), e.get("ctx") or {}
         if kind == "extra_forbidden":

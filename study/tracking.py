@@ -140,8 +140,9 @@ class Tracker:
                     self.log_artifact(run_id, plots.ratio_plot(result["ratio_grid"], d / "log_ratio_field.png"),
                                       "plots")
                 import torch
-                torch.save({"guidance": result["guidance"], "config": result["config"]}, d / "guidance.pt")
-                self.log_artifact(run_id, d / "guidance.pt", "checkpoint")
+                part = "guidance" if "guidance" in result else "model"  # tgdp's h, or a tuned baseline's net
+                torch.save({part: result.get(part) or {}, "config": result["config"]}, d / f"{part}.pt")
+                self.log_artifact(run_id, d / f"{part}.pt", "checkpoint")
             tags["finalized"] = "true"
         elif last:
             self.log_metrics(run_id, {f"last_{k}": v for k, v in last.items()}, step=int(last.get("epoch", 0)))

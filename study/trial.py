@@ -108,6 +108,7 @@ def run_trial(config: dict[str, Any], runtime: TrialRuntime) -> None:
 def trial_loop(config: dict[str, Any]) -> None:
     """Per-worker loop of one trial: stages B, B', C, final sampling and evaluation (``study.experiments``)."""
     from study.experiments import experiment_for
+    from tgdp.methods import get_method
 
     trial: ResolvedTrial = config["trial"]
     rt, cfg, data_cfg = trial.runtime, trial.cfg, trial.runtime.data
@@ -117,6 +118,8 @@ def trial_loop(config: dict[str, Any]) -> None:
     cache = StageCache(rt.cache_dir)
     reporter = RayReporter("train" if rt.workers > 0 else "tune")
     source = load_source(cache, data_cfg, cfg, exp, task, data).to(device)
+    if get_method(rt.method).shared:  # a tuned baseline (not tgdp / tgdp_reg): no guidance, no epochs
+        return method_trial(trial, exp, task, data, source, reporter, device)
     classifier = None if rt.classifier_searched else load_classifier(cache, data_cfg, cfg, exp, task, data)
     if classifier is None:
         classifier = stages.train_classifier(cfg.classifier, data, device, reporter)
@@ -131,7 +134,8 @@ def trial_loop(config: dict[str, Any]) -> None:
     val, test = {**res["validation"], **extra}, {**res["test"], **extra}
     grid = exp.ratio_grid(task, classifier, cfg)
     if D.is_rank_zero():
-        atomic_save({"trial_id": trial.trial_id, "n": rt.n, "seed": rt.seed, "params": dict(trial.params),
+        atomic_save({"trial_id": trial.trial_id, "n": rt.n, "seed": rt.seed, "method": rt.method,
+                     "params": dict(trial.params),
                      "config": to_dict(cfg), "data": to_dict(data_cfg), "validation": val, "test": test,
                      "samples": res["validation_samples"], "guidance": {k: v.cpu() for k, v in h.state_dict().items()},
                      "rows": reporter.rows, "epochs": cfg.guidance.epochs, "ratio_grid": grid,
@@ -139,6 +143,30 @@ def trial_loop(config: dict[str, Any]) -> None:
                     Path(trial.trial_dir) / RESULT_FILE)
     # The final report: epoch E + 1 (see study.ray_reporter), the full-size validation metrics.
     reporter.send({"epoch": cfg.guidance.epochs + 1, "final": 1.0, **val})
+
+
+def method_trial(trial: ResolvedTrial, exp: Any, task: Any, data: dict, source: torch.nn.Module,
+                 reporter: RayReporter, device: torch.device) -> None:
+    """A trial of a tuned baseline (vanilla, finetune, domain_guidance): fit it with the trial's config on the
+    cached source model, evaluate it, write ``result.pt`` and report once, as epoch 1 (its Tune run is FIFO)."""
+    import math
+
+    from tgdp.methods import get_method
+
+    rt, cfg = trial.runtime, trial.cfg
+    method = get_method(rt.method)
+    fitted = method.fit(cfg, data, source, exp.schedule(task), device, reporter)
+    res = exp.evaluate(rt.method, cfg, task, data, device, source=source, model=fitted.model)
+    pad = {m: math.nan for m in rt.metrics if m not in res["validation"]}  # e.g. log_ratio_rmse: no classifier
+    val, test = {**pad, **res["validation"]}, {**pad, **res["test"]}
+    if D.is_rank_zero():
+        atomic_save({"trial_id": trial.trial_id, "n": rt.n, "seed": rt.seed, "method": rt.method,
+                     "params": dict(trial.params), "config": to_dict(cfg), "data": to_dict(rt.data), "validation": val,
+                     "test": test, "samples": res["validation_samples"], "model": method.state(fitted) or {},
+                     "rows": reporter.rows, "epochs": 0, "ratio_grid": None, "experiment": rt.experiment,
+                     "torch_threads": torch.get_num_threads()},
+                    Path(trial.trial_dir) / RESULT_FILE)
+    reporter.send({"epoch": 1, "final": 1.0, **val})
 
 
 # --- shared stages ------------------------------------------------------------------------------------
@@ -202,4 +230,4 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
-__all__ = ["EVAL_SAMPLES", "RayReporter", "run_shared", "run_trial", "shared_loop", "train_run", "trial_loop"]
+__all__ = ["EVAL_SAMPLES", "RayReporter", "method_trial", "run_shared", "run_trial", "shared_loop", "train_run", "trial_loop"]

@@ -12,18 +12,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.paths import StudyPaths, units
+from study.paths import StudyPaths, method_label, units
 from study.spec import StudySpec, dump_spec
 from study.tracking import Tracker, flatten
 
 
-def resolved_params(spec: StudySpec, n: int, seed: int, params: Mapping[str, Any]) -> dict[str, Any]:
+def resolved_params(spec: StudySpec, n: int, seed: int, params: Mapping[str, Any],
+                    method: str = "tgdp") -> dict[str, Any]:
     """A trial's whole resolved config (data.*, every stage field, evaluation.*), flattened for MLflow params."""
     from tgdp.config import to_dict
 
-    data_cfg, cfg = spec.resolved_config(n, seed, params)
+    data_cfg, cfg = spec.resolved_config(n, seed, params, method=method)
     evaluation = {f"evaluation.{k}": v for k, v in (spec.evaluation or {}).items()}
-    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg)), **evaluation}
+    return {**{f"data.{k}": v for k, v in flatten(to_dict(data_cfg)).items()}, **flatten(to_dict(cfg)), **evaluation,
+            **({"method": method} if method != "tgdp" else {})}
 
 
 @dataclass
@@ -39,6 +41,8 @@ class TrialRecords:
     def __post_init__(self) -> None:
         self.spec_text = dump_spec(self.spec)
         self._units = {label: (n, seed) for n, seed, label in units(self.spec)}
+        # the label of each tuned method's Tune run (study.paths.method_label) -> (unit label, method)
+        self._runs = {method_label(label, m): (label, m) for label in self._units for m in self.spec.tuned_methods}
 
     def parent(self, label: str) -> str:
         """The parent run of unit ``label`` (created RUNNING the first time)."""
@@ -47,11 +51,14 @@ class TrialRecords:
         return self.parents[label]
 
     def trial_run(self, label: str, trial_id: str, params: Mapping[str, Any] | None) -> str:
-        """The trial's run (RUNNING), with its searched ``params`` (the Tune config) and, when they are
-        known, the resolved config they give."""
-        n, seed = self._units[label]
-        resolved = resolved_params(self.spec, n, seed, params) if params else None
-        return self.tracker.trial_run(self.parents[label], label, trial_id, dict(params or {}), resolved)
+        """The trial's run (RUNNING) under its unit's parent, with its searched ``params`` (the Tune config) and,
+        when they are known, the resolved config they give. ``label``: a tuned method's run label."""
+        unit, method = self._runs[label]
+        n, seed = self._units[unit]
+        if unit not in self.parents:
+            self.parent(unit)
+        resolved = resolved_params(self.spec, n, seed, params, method) if params else None
+        return self.tracker.trial_run(self.parents[unit], label, trial_id, dict(params or {}), resolved)
 
     def finalize(self, label: str, trial_id: str, params: Mapping[str, Any] | None,
                  last: Mapping[str, Any] | None, status: str) -> None:

@@ -106,10 +106,12 @@ class Experiment(abc.ABC):
 
     @property
     def baselines(self) -> tuple[str, ...]:
-        """The shared methods (computed once per unit and cached), in ``methods`` order."""
+        """The shared methods (computed once per unit and cached), in ``methods`` order; a method the study
+        tunes (the spec's or runtime's ``tuned_methods``, ``study.method_spaces``) is fitted by its trials instead."""
         from tgdp.methods import get_method
 
-        return tuple(m for m in self.methods if get_method(m).shared)
+        tuned = set(getattr(self.spec, "tuned_methods", ()))
+        return tuple(m for m in self.methods if get_method(m).shared and m not in tuned)
 
     def method_config(self, method: str, cfg: TGDPConfig) -> TGDPConfig:
         """The config ``method`` runs with (``tgdp_reg``: ``cfg`` with this experiment's ``regularised``)."""

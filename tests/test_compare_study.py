@@ -1,0 +1,75 @@
+"""Several tuned methods in one study (``methods:``), and the protocol command ``evaluate`` on it.
+
+One module-scoped tiny study (gmm_smoke budgets, n = 10, dev seed 0) tunes tgdp and vanilla with 2 trials each
+on local Ray, real Optuna and MLflow; the tests read it: its Optuna studies, its report, then ``evaluate`` on
+evaluation seeds (in-process torch, no Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from study.cli import main
+from study.spec import load_spec
+from tests.study_util import by_kind, optuna_trials, runs, tiny_spec
+
+pytestmark = pytest.mark.ray
+
+VANILLA = {"space": {"vanilla.lr": {"kind": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+                     "vanilla.steps": {"kind": "int", "low": 20, "high": 60, "step": 20}}}
+
+
+@pytest.fixture(scope="module")
+def compare_study(local_ray, tmp_path_factory) -> Path:
+    """A finished study tuning tgdp (the top-level space) and vanilla (``methods:``), 2 trials each."""
+    from study.runner import run_study
+
+    tmp = tmp_path_factory.mktemp("compare")
+    spec = load_spec(tiny_spec(tmp, "cmp", factors={"n": [10], "seeds": [0]}, methods={"vanilla": VANILLA}))
+    study = tmp / "studies" / "cmp"
+    t0 = time.time()
+    assert run_study(spec, study, None, None) == 0
+    print(f"compare study wall time {time.time() - t0:.1f} s")
+    return study
+
+
+def test_two_tuned_methods_each_get_their_own_optuna_study_and_best_row(compare_study: Path):
+    study = compare_study
+    # tgdp keeps the unit's own study name (existing studies resume); vanilla has <study>-<label>-<method>
+    for name in ("cmp-n10", "cmp-n10-vanilla"):
+        ts = optuna_trials(study, name)
+        assert [t.state.name for t in ts] == ["COMPLETE", "COMPLETE"], name  # the same budget: 2 trials each
+    vanilla = optuna_trials(study, "cmp-n10-vanilla")
+    # vanilla's trials searched vanilla's space, nothing of tgdp's
+    assert all(set(t.params) == {"vanilla.lr", "vanilla.steps"} for t in vanilla)
+    # one DONE marker per (unit, method): resume skips each finished Tune run on its own
+    assert (study / "trials" / "n10" / "DONE").is_file() and (study / "trials" / "n10-vanilla" / "DONE").is_file()
+    csv = (study / "report" / "summary.csv").read_text().splitlines()
+    methods = [row.split(",")[0] for row in csv[1:]]
+    # a best row per tuned method, and the fixed baselines without vanilla (it is tuned, not a shared stage)
+    assert methods.count("tgdp (best)") == 1 and methods.count("vanilla (best)") == 1, methods
+    assert "vanilla" not in methods and "finetune" in methods and "oracle_target" in methods, methods
+    # no shared vanilla entry in the stage cache: its trials fit it
+    entries = [json.dumps(p.name) for p in (study / "cache").glob("baseline-*.pt")]
+    assert len(entries) == 5, entries  # finetune, domain_guidance, source_only, oracle_guidance, oracle_target
+    uri = f"sqlite:///{study / 'mlflow.db'}"
+    rs = runs(uri, "cmp")
+    trials = by_kind(rs, "trial")
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)  # 2 + 2 child runs, finished
+    # the vanilla trials' runs carry the method and its resolved config, under the unit's parent run
+    vr = [r for r in trials if r.data.params.get("method") == "vanilla"]
+    assert len(vr) == 2 and all("final_energy_distance" in r.data.metrics for r in vr)
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {by_kind(rs, "n")[0].info.run_id}
+
+
+def test_best_exports_a_tuned_baseline(compare_study: Path, tmp_path: Path):
+    out = tmp_path / "best.yaml"
+    assert main(["best", str(compare_study), "--n", "10", "--method", "vanilla", "--out", str(out)]) == 0
+    best = load_spec(out)
+    b = min((t for t in optuna_trials(compare_study, "cmp-n10-vanilla")), key=lambda t: t.values[0])
+    # the best vanilla trial's values are frozen into `fixed`; the exported spec tunes nothing else
+    assert best.fixed["vanilla"]["lr"] == pytest.approx(b.params["vanilla.lr"]) and best.methods is None

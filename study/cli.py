@@ -2,7 +2,8 @@
 
     tgdp-study run SPEC [--name NAME] [--dir DIR] [--address ADDR] [--tracking-uri URI] [--dry-run]
     tgdp-study resume DIR [--address ADDR] [--tracking-uri URI]
-    tgdp-study status DIR | report DIR | best DIR --n N [--out FILE] | ls [DIR]
+    tgdp-study status DIR | report DIR | best DIR --n N [--method M] [--out FILE] | ls [DIR]
+    tgdp-study evaluate DIR --seeds 100-109 [--out DIR]
     tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
     tgdp-study gmm [--n 10 100 1000] [--seed 0 ...] [--set KEY=VALUE] [--jobs J] [--out DIR]
     tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
@@ -132,6 +133,13 @@ def cmd_best(a: argparse.Namespace) -> int:
     from study.report import export_best
 
     return _finish(export_best(paths.root, a.n, out, a.method))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    root = open_study_dir(a.dir).root
+    from study.evaluate import evaluate_study, parse_seeds
+
+    return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
@@ -277,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="tgdp", help="a tuned method of the study (default: %(default)s)")
     p.add_argument("--out", default=None, help="output file (default: print)")
     p.set_defaults(func=cmd_best)
+
+    p = sub.add_parser("evaluate", help="the protocol's final table: every method, frozen best configs, on "
+                       "evaluation seeds (docs/protocol.md)")
+    p.add_argument("dir", help="study directory (tuned on its factors.seeds, the development seeds)")
+    p.add_argument("--seeds", nargs="+", required=True, metavar="SEEDS",
+                   help="evaluation seeds, e.g. 100-109 or 100,101 (refused if they overlap the development seeds)")
+    p.add_argument("--out", default=None, help="output directory (default: <study>/evaluation); rerun to resume")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ls", help="list the studies in a directory")
     p.add_argument("dir", nargs="?", default=DEFAULT_STUDIES_DIR, help="default: %(default)s")

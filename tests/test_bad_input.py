@@ -340,6 +340,34 @@ CASES += [
          ["{tmp}/studies/arrays-smoke/spec.yaml: data.fingerprint: {tmp}/arrays/source.npz: the files changed"]),
 ]
 
+
+# --- tuned methods (`methods:`) and the protocol's `evaluate` ----------------------------------------------------
+
+VANILLA_LR = {"vanilla.lr": {"kind": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True}}
+
+CASES += [
+    Case("spec-methods-unknown", "`methods:` names a method that cannot be tuned", "tgdp-study run SPEC",
+         _spec_run(smoke(methods={"oracle_target": {"space": VANILLA_LR}})),
+         ["spec.yaml: methods.oracle_target: unknown or untunable method; got 'oracle_target'",
+          "allowed: tgdp_reg, vanilla, finetune, domain_guidance"]),
+    Case("spec-methods-tgdp", "`methods:` lists tgdp (its space is the top-level `space:`)", "tgdp-study run SPEC",
+         _spec_run(smoke(methods={"tgdp": {"space": VANILLA_LR}})),
+         ["spec.yaml: methods.tgdp: tgdp's search space is the top-level `space:`"]),
+    Case("spec-methods-foreign-path", "a tuned method's space searches another method's config",
+         "tgdp-study run SPEC", _spec_run(smoke(methods={"finetune": {"space": VANILLA_LR}})),
+         ["spec.yaml: methods.finetune.space.vanilla.lr: not a config path finetune trains or samples with",
+          "allowed: <section>.<field> with section in ['finetune', 'sample']"]),
+    Case("spec-methods-bad-range", "a tuned method's parameter with an empty range", "tgdp-study run SPEC",
+         _spec_run(smoke(methods={"vanilla": {"space": {"vanilla.steps": {"kind": "int", "low": 50, "high": 5}}}})),
+         ["spec.yaml: methods.vanilla.space.vanilla.steps.low: empty range (low >= high = 5); got 50"]),
+    Case("evaluate-dev-seeds", "`evaluate` on seeds the study was tuned on", "tgdp-study evaluate STUDY --seeds 0-9",
+         lambda tmp: ["evaluate", str(existing_study(tmp)), "--seeds", "0-9"],
+         ["evaluation seeds [0] are development seeds of study gmm-smoke (factors.seeds [0])"]),
+    Case("evaluate-bad-seeds", "`evaluate --seeds` that are not seeds", "tgdp-study evaluate STUDY --seeds 9-3",
+         lambda tmp: ["evaluate", str(existing_study(tmp)), "--seeds", "9-3"],
+         ["--seeds: bad seed or range '9-3'", "ranges like 100-109"]),
+]
+
 # Covered in other test files (listed in the table, not run twice).
 ELSEWHERE = [
     ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/test_ecg_data.py::test_truncated_signal"),

@@ -73,3 +73,51 @@ def test_best_exports_a_tuned_baseline(compare_study: Path, tmp_path: Path):
     b = min((t for t in optuna_trials(compare_study, "cmp-n10-vanilla")), key=lambda t: t.values[0])
     # the best vanilla trial's values are frozen into `fixed`; the exported spec tunes nothing else
     assert best.fixed["vanilla"]["lr"] == pytest.approx(b.params["vanilla.lr"]) and best.methods is None
+
+
+def test_evaluate_refuses_development_seeds_and_writes_nothing(compare_study: Path, capsys):
+    before = sorted(p.relative_to(compare_study) for p in compare_study.rglob("*"))
+    capsys.readouterr()
+    assert main(["evaluate", str(compare_study), "--seeds", "0-1"]) == 2  # seed 0 is the study's dev seed
+    err = capsys.readouterr().err
+    assert "evaluation seeds [0] are development seeds of study cmp" in err  # a specific message, no traceback
+    assert "Traceback" not in err
+    # nothing was written: no evaluation directory, not a file more in the study
+    assert sorted(p.relative_to(compare_study) for p in compare_study.rglob("*")) == before
+
+
+def test_evaluate_writes_the_final_table_and_resumes(compare_study: Path, tmp_path: Path, capsys):
+    out = tmp_path / "eval"
+    t0 = time.time()
+    assert main(["evaluate", str(compare_study), "--seeds", "100,101", "--out", str(out)]) == 0
+    print(f"evaluate wall time {time.time() - t0:.1f} s")
+    methods = ["tgdp", "vanilla", "tgdp_reg", "finetune", "domain_guidance", "source_only", "oracle_guidance",
+               "oracle_target"]
+    files = sorted(p.name for p in (out / "results").glob("*.json"))
+    # one result per (evaluation seed, n, method): every method of the experiment, both seeds
+    assert files == sorted(f"s{s}-n10-{m}.json" for s in (100, 101) for m in methods)
+    frozen = json.loads((out / "frozen.json").read_text())
+    best = min(optuna_trials(compare_study, "cmp-n10-vanilla"), key=lambda t: t.values[0])
+    # vanilla runs its best trial's config, frozen on the development seed's validation draw
+    assert frozen["vanilla"]["10"]["params"] == best.params and frozen["vanilla"]["10"]["dev_seed"] == 0
+    row = json.loads((out / "results" / "s100-n10-vanilla.json").read_text())
+    assert row["params"] == best.params and "energy_distance" in row["test"]  # scored on the test draw
+    table = json.loads((out / "table.json").read_text())
+    assert table["evaluation_seeds"] == [100, 101] and table["methods"] == methods
+    metrics = {c["metric"] for c in table["comparisons"]}
+    assert metrics == {"energy_distance", "mode_balance_error"}  # the objective and the mode-weight error
+    c = next(c for c in table["comparisons"] if c["metric"] == "energy_distance")
+    assert {m["method"]: m["seeds"] for m in c["methods"]} == {m: 2 for m in methods}  # 2 seeds per method
+    assert len(c["pairs"]) == len(methods) * (len(methods) - 1) // 2  # every pair compared
+    md = (out / "table.md").read_text()
+    assert "## energy_distance" in md and "| 10 | vanilla | 2 |" in md  # the rendered table names method and seeds
+    # resume: a rerun skips every finished result (their files are not rewritten)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    (out / "results" / "s101-n10-oracle_target.json").unlink()  # one result lost: only it is recomputed
+    capsys.readouterr()
+    assert main(["evaluate", str(compare_study), "--seeds", "100,101", "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert log.count("[evaluate] seed") == 1 and "seed 101 n=10 oracle_target" in log  # only the missing one ran
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    assert {k: v for k, v in after.items() if k != "s101-n10-oracle_target.json"} == \
+        {k: v for k, v in mtimes.items() if k != "s101-n10-oracle_target.json"}

@@ -348,3 +348,24 @@ def test_initial_trials_become_optuna_params_with_switches():
     assert isinstance(params["sample.guidance_scale"], float)
     assert spec_hash(spec) != spec_hash(parse_spec(base(), "smoke.yaml"))  # part of the frozen spec
     assert "initial_trials" not in yaml.safe_load(dump_spec(parse_spec(base(), "smoke.yaml")))  # old hashes kept
+
+
+def test_methods_section_tunes_each_method_in_its_own_space():
+    # search_spaces/gmm_compare.yaml: tgdp (top-level space) and four methods, each with its own space
+    spec = load_spec(ROOT / "search_spaces" / "gmm_compare.yaml")
+    assert spec.tuned_methods == ("tgdp", "vanilla", "finetune", "domain_guidance", "tgdp_reg")  # tgdp first
+    assert set(spec.space_of("vanilla")) == {"vanilla.lr", "vanilla.steps", "vanilla.width", "vanilla.ema"}
+    # a tuned method's trial config: the fixed config with its searched values, nothing of tgdp's space
+    _, cfg = spec.resolved_config(10, 3, {"vanilla.lr": 2e-3, "guidance.width": 128}, method="vanilla")
+    assert cfg.vanilla.lr == 2e-3 and cfg.guidance.width == spec.resolved_config(10, 3)[1].guidance.width
+    assert cfg.vanilla.seed == 3  # the unit seed reaches the method's stage as for tgdp
+    # tgdp_reg: the experiment's regularised overrides first, then the trial's values over them
+    _, reg = spec.resolved_config(10, 0, {"guidance.eta_cycle": 0.5}, method="tgdp_reg")
+    assert (reg.guidance.eta_cycle, reg.guidance.eta_consistency) == (0.5, 0.1)
+    # tuned methods are no longer shared stages of the experiment; the untuned ones still are
+    from study.experiments import experiment_for
+    assert experiment_for(spec).baselines == ("source_only", "oracle_guidance", "oracle_target")
+    # a spec without `methods:` dumps and hashes as before the key existed (existing studies resume)
+    smoke = load_spec(ROOT / "search_spaces" / "gmm_smoke.yaml")
+    from study.spec import spec_dict
+    assert "methods" not in spec_dict(smoke) and smoke.tuned_methods == ("tgdp",)

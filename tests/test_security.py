@@ -89,7 +89,7 @@ def test_spec_strings_are_data_not_code(tmp_path, capsys):
 
 
 def test_yaml_is_only_read_with_safe_loaders():
-    from study.spec import _Loader
+    from study.yaml_io import _Loader
 
     assert issubclass(_Loader, yaml.SafeLoader)
     for f, node in calls("yaml.load"):

@@ -6,6 +6,7 @@ One concept per module:
     study.spec          the study spec (YAML -> validated frozen ``StudySpec``), hashing, spec.yaml files
     study.spec_issues   pydantic errors as ``Issue``s; whether the trials fit a machine or cluster
     study.space         the ``space:`` section: parameter schema, checks, trial params -> config overrides
+    study.method_spaces the ``methods:`` section: other methods tuned on the same budget, each in its own space
     study.yaml_io       the one YAML reader and writer
     study.paths         study names, the on-disk layout (unit labels, trial results, state.json)
     study.experiments   the experiment registry (one ``Experiment`` per testbed)
@@ -18,6 +19,7 @@ One concept per module:
     study.cache         the stage cache (source model, classifier, shared methods)
     study.tracking      the MLflow layout (``Tracker``); study.trial_records: trials finalised there
     study.report        status, report and best, from the study's files
+    study.evaluate      the protocol's final table: frozen best configs on evaluation seeds (``evaluate``)
     inside Ray
     study.trial         the Tune trainable and the Train loops of a trial and of the shared stages
     study.ray_reporter  reports and checkpoints to Ray Train / Tune

@@ -108,7 +108,7 @@ def resolve(runtime: TrialRuntime, params: Mapping[str, Any]) -> tuple[Any, TGDP
 
     ``params`` is a Tune config: every sampled path holds its effective value (an off value included);
     a path it lacks was not sampled (its ``when`` did not hold) and keeps the base value. Other keys (the
-    off-switches) are ignored. Equal to ``spec.resolved_config(n, seed, params)`` (tests/test_runtime.py).
+    off-switches) are ignored. Equal to ``spec.resolved_config(n, seed, params)`` (tests/study/test_runtime.py).
     """
     return runtime.data, with_values(runtime.base, {p: params[p] for p in runtime.searched if p in params})
 

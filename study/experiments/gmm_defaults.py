@@ -1,7 +1,7 @@
 """The Gaussian-mixture experiment's stage configs: the library defaults plus three GMM-sized departures.
 
 ``tgdp-study gmm`` runs every method with ``default_config(seed)``; ``search_spaces/gmm.yaml`` states the
-same values in its ``fixed`` section (``tests/test_spec.py`` keeps the two equal). Each departure says
+same values in its ``fixed`` section (``tests/study/test_spec.py`` keeps the two equal). Each departure says
 why, and which result files under ``bench/results/`` measured it. Only ``tgdp.config``: importing this
 is cheap and closes no cycle.
 """

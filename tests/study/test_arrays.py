@@ -1,7 +1,7 @@
 """The ``arrays`` experiment's data layer (``tgdp.data.arrays``) and experiment object, without Ray.
 
 Fixtures are written into ``tmp_path`` at test time (no binary files in the repository). The CLI-level bad
-inputs (exit 2, nothing written) are rows of tests/test_bad_input.py; here each loader error is checked
+inputs (exit 2, nothing written) are rows of tests/study/test_bad_input.py; here each loader error is checked
 for naming its key and file, and the split / scaling / label rules are checked on the arrays themselves.
 """
 
@@ -20,7 +20,7 @@ from tgdp.data.arrays import (
     ArraysConfig, ArraysDataError, Standardizer, check_arrays, fingerprint, load_arrays, resolve_paths, split_rows,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARRAYS_SMOKE = ROOT / "search_spaces" / "arrays_smoke.yaml"
 
 
@@ -307,7 +307,7 @@ def test_spec_checks_rows_for_the_largest_n_and_conditional_stages(files, labell
 
 def test_conditional_methods_fit_and_score_on_labelled_arrays(labelled):
     # guards the label plumbing of the conditional version (one-hot labels through every stage, label draws
-    # for sampling) in-process; the e2e study (tests/test_arrays_study.py) runs the unconditional one
+    # for sampling) in-process; the e2e study (tests/system/test_arrays_study.py) runs the unconditional one
     from study.experiments import get_experiment
     from tgdp import stages
     from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig, \

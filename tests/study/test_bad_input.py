@@ -2,10 +2,10 @@
 specific message it must produce (naming the file / key / record), the exit code (2 for the CLI), and
 that nothing on disk changed (every file under the test's directory hashed before and after).
 
-Cases already covered elsewhere are not repeated here: spec keys/values in tests/test_spec.py
+Cases already covered elsewhere are not repeated here: spec keys/values in tests/study/test_spec.py
 (``BAD``), record-level ECG errors (truncated signal, unknown label code, missing lead, wrong sampling
-rate, header/signal mismatch) in tests/test_ecg_data.py, the usage errors in tests/test_cli.py.
-docs/bad_input.md is generated from ``CASES`` (``TGDP_WRITE_DOCS=1 pytest tests/test_bad_input.py``)
+rate, header/signal mismatch) in tests/tgdp/test_ecg_data.py, the usage errors in tests/study/test_cli.py.
+docs/bad_input.md is generated from ``CASES`` (``TGDP_WRITE_DOCS=1 pytest tests/study/test_bad_input.py``)
 and checked against it.
 """
 
@@ -25,7 +25,7 @@ from study.cli import main
 from study.paths import study_paths
 from study.spec import load_spec, write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
 ECG_FIXTURES = ROOT / "tests" / "data" / "ecg"
 DOC = ROOT / "docs" / "bad_input.md"
@@ -259,7 +259,7 @@ import numpy as np  # noqa: E402  (appended section: its rows build arrays)
 def _arrays_run(change: Callable[[Path, dict], dict] | None = None, labels: bool = False, **spec_changes):
     """`run` of arrays_smoke.yaml on .npz files written into {tmp}/arrays (source 400 x 3, target 300 x 3);
     ``change(arrays dir, data section)`` returns the data section to use."""
-    from tests.test_arrays import arrays_spec, write_arrays
+    from tests.study.test_arrays import arrays_spec, write_arrays
 
     def setup(tmp: Path) -> list[str]:
         data = write_arrays(tmp / "arrays", labels=labels)
@@ -277,7 +277,7 @@ def _npy(name: str, array, **kw) -> Callable[[Path], str]:
 
 def _arrays_changed_since_creation(tmp: Path) -> list[str]:
     from study.spec import parse_spec
-    from tests.test_arrays import arrays_spec, write_arrays
+    from tests.study.test_arrays import arrays_spec, write_arrays
 
     spec = parse_spec(arrays_spec(write_arrays(tmp / "arrays")), str(tmp / "spec.yaml"))
     paths = study_paths(tmp / "studies", spec.name)
@@ -370,24 +370,24 @@ CASES += [
 
 # Covered in other test files (listed in the table, not run twice).
 ELSEWHERE = [
-    ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/test_ecg_data.py::test_truncated_signal"),
+    ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/tgdp/test_ecg_data.py::test_truncated_signal"),
     ("unknown label code", "load_cpsc / load_ptbxl", "`A0003: unknown label code '10' ...`",
-     "tests/test_ecg_data.py::test_unknown_label_codes"),
-    ("missing lead", "load_ptbxl", "`1: missing lead(s) ['V4'] ...`", "tests/test_ecg_data.py::test_missing_lead"),
+     "tests/tgdp/test_ecg_data.py::test_unknown_label_codes"),
+    ("missing lead", "load_ptbxl", "`1: missing lead(s) ['V4'] ...`", "tests/tgdp/test_ecg_data.py::test_missing_lead"),
     ("wrong sampling rate", "load_cpsc / load_ptbxl", "`A0002: wrong sampling rate: header says 250 ...`",
-     "tests/test_ecg_data.py::test_wrong_sampling_rate"),
+     "tests/tgdp/test_ecg_data.py::test_wrong_sampling_rate"),
     ("missing signal file", "load_cpsc", "`A0003: missing file .../A0003.mat`",
-     "tests/test_ecg_data.py::test_missing_signal_file"),
+     "tests/tgdp/test_ecg_data.py::test_missing_signal_file"),
     ("header/signal mismatch", "load_cpsc", "`A0010: header/signal mismatch ...`",
-     "tests/test_ecg_data.py::test_header_signal_mismatch_length_and_checksum"),
+     "tests/tgdp/test_ecg_data.py::test_header_signal_mismatch_length_and_checksum"),
     ("bad spec keys and values (30 cases)", "load_spec", "`<file>: <key path>: <problem>; got ...; allowed: ...`",
-     "tests/test_spec.py::test_bad_spec_message"),
+     "tests/study/test_spec.py::test_bad_spec_message"),
     ("`!!python/object/apply` spec", "load_spec", "`<file>: line 1 ...: YAML error ...`",
-     "tests/test_spec.py::test_python_tags_are_refused, tests/test_security.py"),
+     "tests/study/test_spec.py::test_python_tags_are_refused, tests/system/test_security.py"),
     ("`run` on an existing study", "tgdp-study run", "`study already exists: <dir> (resume it with ...)`",
-     "tests/test_cli.py::test_run_refuses_an_existing_study"),
+     "tests/study/test_cli.py::test_run_refuses_an_existing_study"),
     ("second driver on a running study", "tgdp-study resume", "`study <dir> is in use by another process (pid N)`",
-     "tests/faults/test_lock_sigint.py"),
+     "tests/system/faults/test_lock_sigint.py"),
 ]
 
 
@@ -417,10 +417,10 @@ def doc_table() -> str:
     lines = [
         "# Bad input: what the user gets wrong, and the message",
         "",
-        "Generated from `tests/test_bad_input.py` (`CASES`); each row is a test asserting the message",
+        "Generated from `tests/study/test_bad_input.py` (`CASES`); each row is a test asserting the message",
         "(it must contain every listed part; `{tmp}` is the directory the test works in), the exit code",
         "(command line: 2; loader API: an `ECGDataError` whose message starts with the file or record) and",
-        "that no file on disk changed. Regenerate: `TGDP_WRITE_DOCS=1 .venv/bin/pytest tests/test_bad_input.py`.",
+        "that no file on disk changed. Regenerate: `TGDP_WRITE_DOCS=1 .venv/bin/pytest tests/study/test_bad_input.py`.",
         "",
         "| case | input | given as | exit | message contains |",
         "|---|---|---|---|---|",
@@ -440,7 +440,7 @@ def test_docs_table_is_current():
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(text)
     assert DOC.is_file() and DOC.read_text() == text, \
-        "docs/bad_input.md is out of date: TGDP_WRITE_DOCS=1 pytest tests/test_bad_input.py"
+        "docs/bad_input.md is out of date: TGDP_WRITE_DOCS=1 pytest tests/study/test_bad_input.py"
 
 
 def test_case_ids_are_unique():

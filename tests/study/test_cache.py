@@ -11,7 +11,7 @@ from study.cache import StageCache, baseline_key, classifier_key, classifier_sea
 from study.experiments import get_experiment
 from study.spec import load_spec
 
-SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "gmm_smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "gmm_smoke.yaml"
 
 
 def test_same_config_same_key_and_changes_change_it():

@@ -15,7 +15,7 @@ from study.cli import main
 from study.paths import study_paths
 from study.spec import load_spec, write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
 SCRIPT = Path(sys.executable).with_name("tgdp-study")  # the installed console script in the venv
 

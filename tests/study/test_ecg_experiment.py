@@ -24,7 +24,7 @@ from tgdp.ecg_config import ECGDataConfig
 from tgdp.ecg_methods import ALL_METHODS, ECG_METRICS, run_ecg_methods, utility_scores
 from tgdp.ecg_task import PRESETS, UTILITY_PRESETS, check_ecg_config, load_ecg_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "data" / "ecg"
 SPECS = ["ecg_sim", "ecg_real_subset", "ecg_paper"]
 

@@ -80,7 +80,7 @@ def test_old_absolute_state_is_still_read(tmp_path):
 
 def test_the_runner_and_report_read_state_through_study_paths():
     # guards a single reader: a raw json read of state.json would take a relative cache dir from the cwd
-    root = Path(__file__).resolve().parents[1] / "study"
+    root = Path(__file__).resolve().parents[2] / "study"
     literal = re.compile(r"[\"']state\.json[\"']")  # in code, not in a docstring's prose
     raw = [p.name for p in root.rglob("*.py") if p.name != "paths.py" and literal.search(p.read_text())]
     assert raw == [], raw

@@ -18,7 +18,7 @@ from study.spec import load_spec
 from tgdp.config import TGDPConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ("gmm.yaml", "gmm_smoke.yaml")
 
 

@@ -16,7 +16,7 @@ from study.space import SAMPLERS, describe_space, params_to_overrides, switch_na
 from study.spec import load_spec, parse_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_spec(space: dict, sampler: str = "random", objective=None):

@@ -15,7 +15,7 @@ from study.spec import (
 )
 from tgdp.config import GMMConfig, TGDPConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
 
 

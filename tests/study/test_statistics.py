@@ -13,7 +13,7 @@ import pytest
 
 from study import statistics as st
 
-SEEDS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results" / "gmm_seeds"
+SEEDS_DIR = Path(__file__).resolve().parents[2] / "bench" / "results" / "gmm_seeds"
 
 
 def seeds(values) -> dict[int, float]:

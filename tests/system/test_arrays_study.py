@@ -16,7 +16,7 @@ import yaml
 
 from study.spec import load_spec
 from tests.study_util import artifacts, by_kind, optuna_trials, runs
-from tests.test_arrays import ARRAYS_SMOKE, demo_snippet
+from tests.study.test_arrays import ARRAYS_SMOKE, demo_snippet
 
 pytestmark = pytest.mark.ray
 BASELINES = ("vanilla", "finetune", "domain_guidance", "source_only")  # ArraysExperiment.baselines: no oracle

@@ -212,7 +212,7 @@ def test_best_trial_prefers_trials_that_finished():
 
     from study.report import best_trial
 
-    spec = load_spec(Path(__file__).resolve().parents[1] / "search_spaces" / "gmm_smoke.yaml")
+    spec = load_spec(Path(__file__).resolve().parents[2] / "search_spaces" / "gmm_smoke.yaml")
     study = optuna.create_study(direction="minimize")
     for value in (0.0026, 0.0144, 0.03):
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))

@@ -19,7 +19,7 @@ import yaml
 
 from study.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
 SCRIPT = Path(sys.executable).with_name("tgdp-study")
 SOURCE_DIRS = ("tgdp", "study", "bench")

@@ -18,7 +18,7 @@ from tgdp.data.ecg import (DERIVED_LEADS, LENGTH, MODEL_LEADS, PTBXL_STATEMENT_O
 from tgdp.data.ptbxl import fold_splits, load_ptbxl, ptbxl_to_target, read_scp_statements
 from tgdp.data.wfdb_io import read_wfdb
 
-FIXTURES = Path(__file__).parent / "data" / "ecg"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "ecg"
 REAL_DIR = os.environ.get("TGDP_REAL_ECG_DIR")
 needs_real = pytest.mark.skipif(not REAL_DIR or not os.path.isdir(str(REAL_DIR)),
                                 reason="set TGDP_REAL_ECG_DIR to shared/data/real_ecg to run the full real subset")

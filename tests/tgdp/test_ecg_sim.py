@@ -22,7 +22,7 @@ from tgdp.data.ecg_sim import (PTBXL_STATEMENTS, SOURCE_SHIFT, TARGET_SHIFT, Dom
 from tgdp.data.ptbxl import load_ptbxl, read_scp_statements
 from tgdp.data.wfdb_io import read_wfdb
 
-FIXTURES = Path(__file__).parent / "data" / "ecg"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "ecg"
 INDEPENDENT = [0, 1, 6, 7, 8, 9, 10, 11]  # I, II, V1-V6 rows of a 12-lead array
 _HIGHPASS = butter(2, 0.7, "highpass", fs=100, output="sos")
 

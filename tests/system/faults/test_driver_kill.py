@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import Driver, check_study, completed_ids, fault_spec, run_cli, tune_checkpoints
+from tests.system.faults import Driver, check_study, completed_ids, fault_spec, run_cli, tune_checkpoints
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 NAME = "kill"

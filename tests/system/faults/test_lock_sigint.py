@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.faults import Driver, check_study, completed_ids, fault_spec, run_cli
-from tests.test_bad_input import tree_hash
+from tests.system.faults import Driver, check_study, completed_ids, fault_spec, run_cli
+from tests.study.test_bad_input import tree_hash
 
 pytestmark = pytest.mark.ray
 

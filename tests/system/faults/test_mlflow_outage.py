@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import ENV, Driver, check_study, completed_ids, fault_spec, run_cli
+from tests.system.faults import ENV, Driver, check_study, completed_ids, fault_spec, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 MLFLOW = Path(sys.executable).with_name("mlflow")

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from tests.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli,
+from tests.system.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli,
                           tune_checkpoints)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

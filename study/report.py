@@ -45,16 +45,17 @@ def _load_study(paths: StudyPaths, name: str):
                         "restore it from a backup or start a new study") from None
 
 
-def best_trial(study, spec: StudySpec, finished: Callable[[Any], bool] | None = None):
+def best_trial(study, spec: StudySpec, finished: Callable[[Any], bool] | None = None, *, strict: bool = False):
     """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective), or None.
 
     With ``finished``, only trials that ran to their final evaluation compete when there are any: an
-    ASHA-stopped trial's value is an epoch-E' proxy on fewer samples, and it has no test-draw result."""
+    ASHA-stopped trial's value is an epoch-E' proxy on fewer samples, and it has no test-draw result.
+    ``strict``: never fall back to those (None when no trial finished), for choices compared across units."""
     import optuna
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
     if finished is not None:
-        done = [t for t in done if finished(t)] or done
+        done = [t for t in done if finished(t)] or ([] if strict else done)
     if not done:
         return None
     front = {t.number for t in study.best_trials} if spec.multi_objective else set()
@@ -248,7 +249,8 @@ def best_over_seeds(paths: StudyPaths, spec: StudySpec, n: int, method: str = TG
     for nn, seed, unit in units(spec):
         label = method_label(unit, method)
         study = _load_study(paths, f"{spec.name}-{label}") if nn == n else None
-        if study is not None and (b := best_trial(study, spec, _finished(paths, label))) is not None:
+        # strict: an early-stopped trial's in-training value is not comparable with another unit's final one
+        if study is not None and (b := best_trial(study, spec, _finished(paths, label), strict=True)) is not None:
             found.append((b, seed))
     if not found:
         return None
@@ -287,6 +289,8 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: 
              description=f"best trial #{b.number} of {spec.name} for n={n} "
                          f"({', '.join(f'{m}={_fmt(v)}' for m, v in zip(spec.metrics, b.values))})")
     d["budget"] = {**d["budget"], "trials_per_n": 1}
+    # one trial: nothing for ASHA to compare, and the study's grace period may exceed the best trial's epochs
+    d["early_stopping"] = {"enabled": False}
     d.pop("initial_trials", None)  # points of the searched space; the best one is now `fixed`
     d.pop("methods", None)  # the exported spec re-runs one configuration: the others stay shared and fixed
     d.setdefault("sampler", "tpe")

@@ -406,9 +406,6 @@ def test_export_best_with_a_grid_sampler_and_initial_trials(tmp_path):
     assert parse_spec(read_yaml(report.export_best(paths.root, 10), "<best>")).initial_trials is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug: export_best copies early_stopping.grace_period into a spec whose "
-                   "max_epochs is now the best trial's guidance.epochs; when that is shorter than the grace "
-                   "period, parse_spec refuses the export (SpecError) of a valid, finished study")
 def test_export_best_when_the_best_trial_trains_fewer_epochs_than_the_grace_period(tmp_path):
     paths, spec = new_study(tmp_path, space={"guidance.epochs": {"kind": "int", "low": 1, "high": 4}},
                             early_stopping={"grace_period": 3, "max_epochs": None})
@@ -419,10 +416,6 @@ def test_export_best_when_the_best_trial_trains_fewer_epochs_than_the_grace_peri
     assert exported.fixed["guidance"]["epochs"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: best_over_seeds (export_best, and evaluate's frozen configs) takes "
-                   "best_trial of each seed's unit, which falls back to ASHA-stopped trials when none of THAT "
-                   "unit finished, then compares across seeds: an early-stopped trial's proxy value of one seed "
-                   "beats a finished trial of another seed, and its params are exported")
 def test_export_best_never_picks_a_stopped_trial_over_a_finished_one_of_another_seed(tmp_path):
     paths, spec = new_study(tmp_path, factors={"n": [10], "seeds": [0, 1]})
     add_trials(paths, spec, 10, 0, "n10-s0", [Trial(0.001, point={**POINT, "guidance.width": 16})])  # stopped
@@ -432,9 +425,6 @@ def test_export_best_never_picks_a_stopped_trial_over_a_finished_one_of_another_
     assert exported.factors.seeds == (1,) and exported.fixed["guidance"]["width"] == 32
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with only ASHA-stopped trials, best_over_seeds still returns one "
-                   "(best_trial's fallback), so export_best exports an unfinished trial instead of its own "
-                   "'no finished trial for n=...' refusal (best_over_seeds' docstring: None before any finished)")
 def test_export_best_refuses_when_only_stopped_trials_exist(minimized):
     paths, _, _ = minimized
     with pytest.raises(UserError, match="no finished trial for n=100"):

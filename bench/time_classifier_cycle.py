@@ -100,7 +100,7 @@ def one_unit(seed: int, n: int, cache: str) -> list[dict]:
     path = Path(cache) / f"source_seed{seed}.pt"  # the source draw does not depend on n: one model per seed
     source = stages.build_score(base.source, (task.dim,), 0, task.schedule)
     if path.exists():
-        source.load_state_dict(torch.load(path))
+        source.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
         source = stages.pretrain_source(base.source, data, task.schedule, cpu, MemoryReporter())
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,9 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
             ray.init(address=address, log_to_driver=True)
         else:
             r = spec.resources
-            ray.init(num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
+            # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
+            # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
+            ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
                      num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True)
         started = True
     total = ray.cluster_resources()

@@ -37,6 +37,6 @@ def local_ray():
     import ray
 
     ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never join a stray Ray
     yield
     ray.shutdown()

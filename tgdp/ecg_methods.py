@@ -39,6 +39,7 @@ from tgdp.ecg_config import ECGDataConfig, UtilityConfig
 from tgdp.ecg_eval import evaluate_predictions, predict, select_thresholds, train_classifier
 from tgdp.ecg_features import embedding_distances
 from tgdp.ecg_task import ECGTask, check_ecg_config, load_ecg_task
+from tgdp.methods import get_method
 from tgdp.reporter import MemoryReporter, Reporter
 from tgdp.schedules import VPSchedule
 
@@ -144,7 +145,7 @@ def generate(method: str, task: ECGTask, cfg: TGDPConfig, source_model: torch.nn
     """Generated records (num_samples, 8, L) in normalised units for one method, plus diagnostics."""
     schedule = VPSchedule()
     if method in ("vanilla", "finetune", "source_only"):
-        model = pipeline.fit_baseline(method, cfg, task.data, source_model, schedule, device, reporter)
+        model = get_method(method).fit(cfg, task.data, source_model, schedule, device, reporter).model
         return sample_records(task, cfg.sample, device, labels, model=model), {}
     if method not in ("tgdp", "tgdp_reg"):
         raise ValueError(f"unknown method {method!r}; known: {ALL_METHODS}")

@@ -16,9 +16,6 @@ from tgdp.config import TGDPConfig
 from tgdp.reporter import Reporter
 from tgdp.schedules import VPSchedule
 
-BASELINES = ("vanilla", "finetune", "source_only")
-
-
 @dataclass
 class TGDPModels:
     """What a TGDP fit produces on top of the frozen source model."""
@@ -43,15 +40,3 @@ def fit_tgdp(cfg: TGDPConfig, data: dict, source_model: nn.Module, schedule: VPS
     h = stages.train_guidance(cfg.guidance, data, log_ratio, schedule, device, reporter, score_model=source_model,
                               time_classifier=time_classifier, target_log_ratio=target_log_ratio, evaluate=evaluate)
     return TGDPModels(classifier=classifier, guidance=h)
-
-
-def fit_baseline(name: str, cfg: TGDPConfig, data: dict, source_model: nn.Module, schedule: VPSchedule,
-                 device: torch.device, reporter: Reporter) -> nn.Module:
-    """The score model of a baseline: vanilla (target only), finetune (source + target), source_only."""
-    if name == "vanilla":
-        return stages.train_vanilla(cfg.vanilla, data, schedule, device, reporter)
-    if name == "finetune":
-        return stages.finetune(cfg.finetune, data, source_model, schedule, device, reporter)
-    if name == "source_only":
-        return source_model
-    raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")

@@ -23,6 +23,7 @@ from tgdp import pipeline, sampling, stages
 from tgdp.config import (ClassifierConfig, GMMConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig,
                          TimeClassifierConfig)
 from tgdp.data.gmm import GMMTask
+from tgdp.methods import get_method
 from tgdp.reporter import MemoryReporter
 
 CPU = torch.device("cpu")
@@ -59,8 +60,7 @@ def _values(n: int, conditional: bool) -> dict[str, object]:
 
     source = stages.pretrain_source(cfg.source, data, sch, CPU, rep)
     fit = pipeline.fit_tgdp(cfg, data, source, sch, CPU, rep, evaluate=evaluate)
-    baselines = {name: pipeline.fit_baseline(name, cfg, data, source, sch, CPU, rep)
-                 for name in ("vanilla", "finetune")}
+    baselines = {name: get_method(name).fit(cfg, data, source, sch, CPU, rep).model for name in ("vanilla", "finetune")}
     labels = sampling.label_draw(data, cfg.sample.num_samples, cfg.sample.seed) if conditional else None
     out: dict[str, object] = {}
     for row in rep.rows:  # every reported metric, in report order

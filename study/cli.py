@@ -139,7 +139,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     root = open_study_dir(a.dir).root
     from study.evaluate import evaluate_study, parse_seeds
 
-    return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out))
+    return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out, a.jobs))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", required=True, metavar="SEEDS",
                    help="evaluation seeds, e.g. 100-109 or 100,101 (refused if they overlap the development seeds)")
     p.add_argument("--out", default=None, help="output directory (default: <study>/evaluation); rerun to resume")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="seeds evaluated in parallel processes, the CPUs "
+                   "split between them (default: %(default)s)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("ls", help="list the studies in a directory")

@@ -7,8 +7,9 @@ validation objective over the development seeds' units), then runs every method 
 configuration, the others with the spec's fixed one, and scores them on the TEST draw. Evaluation seeds that
 overlap the development seeds are refused before anything is written.
 
-It runs in-process with torch on the local CPUs (no Ray): each (seed, n, method) is a few small fits, and the
-sequential loop keeps resume trivial. Layout of ``--out`` (default ``<study>/evaluation``)::
+It runs with torch on the local CPUs (no Ray): each (seed, n, method) is a few small fits. ``jobs`` > 1 runs
+seeds in parallel processes (spawned, each with cpus // jobs torch threads; seeds share nothing but the output
+directory, and each result file is written atomically, so resume stays trivial). Layout of ``--out`` (default ``<study>/evaluation``)::
 
     frozen.json                      the frozen configurations (a rerun refuses different ones)
     results/s<seed>-n<n>-<method>.json   one result, written as it comes (a rerun skips finished ones)
@@ -125,8 +126,11 @@ def run_method(exp: Any, method: str, data_cfg: Any, cfg: Any, cache: Any, task:
     return {"validation": res["validation"], "test": res["test"]}
 
 
-def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | None = None) -> str:
-    """Run the protocol's evaluation (module docstring); returns the Markdown table. Resumable."""
+def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | None = None, jobs: int = 1) -> str:
+    """Run the protocol's evaluation (module docstring) with ``jobs`` seeds at a time; returns the Markdown table.
+    Resumable."""
+    if jobs < 1:
+        raise UserError(f"--jobs: {jobs} given; allowed: an integer >= 1")
     paths = open_study_dir(study_dir)
     spec = read_study_spec(paths)
     dev = list(spec.factors.seeds)
@@ -142,46 +146,59 @@ def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | No
                         "ran further?); results of two selections cannot share a table: choose another --out")
     import torch
 
-    threads = torch.get_num_threads()
+    from study.experiments import experiment_for
+
+    _write_json(fpath, frozen)
+    jobs = min(jobs, len(seeds))
+    threads, t_all = torch.get_num_threads(), time.time()
+    per_job = max(1, (os.cpu_count() or 1) // jobs)  # the local CPUs, split between the parallel seeds
     try:
-        return _evaluate(spec, seeds, out_dir, frozen)
+        if jobs == 1:
+            for seed in seeds:
+                evaluate_seed(spec, seed, out_dir, frozen, per_job)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: the parent may hold torch threads, and a forked OpenMP pool can deadlock
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for f in [pool.submit(evaluate_seed, spec, s, out_dir, frozen, per_job) for s in seeds]:
+                    f.result()  # the first failure stops the command; finished results stay for the rerun
     finally:
         torch.set_num_threads(threads)
+    print(f"[evaluate] {len(seeds)} seeds done in {time.time() - t_all:.1f} s ({jobs} at a time)", flush=True)
+    exp = experiment_for(spec)
+    return write_table(spec, exp, out_dir, seeds, method_order(spec, exp))
 
 
-def _evaluate(spec: StudySpec, seeds: list[int], out_dir: Path, frozen: dict[str, Any]) -> str:
-    """The loop of ``evaluate_study`` over (seed, n, method), skipping finished results."""
+def evaluate_seed(spec: StudySpec, seed: int, out_dir: Path, frozen: dict[str, Any], threads: int) -> None:
+    """Every (n, method) of one evaluation seed with ``threads`` torch threads, skipping finished results."""
     import torch
 
     from study.cache import StageCache
     from study.experiments import experiment_for
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))  # in-process: the local CPUs, one fit at a time
+    torch.set_num_threads(threads)
     exp = experiment_for(spec)
     cache = StageCache(out_dir / "cache")
-    _write_json(out_dir / "frozen.json", frozen)
     methods = method_order(spec, exp)
-    t_all = time.time()
-    for seed in seeds:
-        for n in spec.factors.n:
-            todo = [m for m in methods if not _result_path(out_dir, seed, n, m).is_file()]
-            if not todo:
-                continue
-            data_cfg, _ = spec.resolved_config(n, seed)
-            task, data = exp.load(data_cfg)
-            for method in todo:
-                t0 = time.time()
-                m_data, cfg = method_config(spec, exp, method, n, seed, frozen)
-                res = run_method(exp, method, m_data, cfg, cache, task, data)
-                row = {"seed": seed, "n": n, "method": method, "tuned": method in spec.tuned_methods,
-                       "params": frozen.get(method, {}).get(str(n), {}).get("params", {}),
-                       "validation": _clean(res["validation"]), "test": _clean(res["test"]),
-                       "seconds": round(time.time() - t0, 2)}
-                _write_json(_result_path(out_dir, seed, n, method), row)
-                print(f"[evaluate] seed {seed} n={n} {method}: {spec.metrics[0]}="
-                      f"{res['test'].get(spec.metrics[0], math.nan):.4g} ({row['seconds']:.1f} s)", flush=True)
-    print(f"[evaluate] {len(seeds)} seeds done in {time.time() - t_all:.1f} s", flush=True)
-    return write_table(spec, exp, out_dir, seeds, methods)
+    for n in spec.factors.n:
+        todo = [m for m in methods if not _result_path(out_dir, seed, n, m).is_file()]
+        if not todo:
+            continue
+        data_cfg, _ = spec.resolved_config(n, seed)
+        task, data = exp.load(data_cfg)
+        for method in todo:
+            t0 = time.time()
+            m_data, cfg = method_config(spec, exp, method, n, seed, frozen)
+            res = run_method(exp, method, m_data, cfg, cache, task, data)
+            row = {"seed": seed, "n": n, "method": method, "tuned": method in spec.tuned_methods,
+                   "params": frozen.get(method, {}).get(str(n), {}).get("params", {}),
+                   "validation": _clean(res["validation"]), "test": _clean(res["test"]),
+                   "seconds": round(time.time() - t0, 2)}
+            _write_json(_result_path(out_dir, seed, n, method), row)
+            print(f"[evaluate] seed {seed} n={n} {method}: {spec.metrics[0]}="
+                  f"{res['test'].get(spec.metrics[0], math.nan):.4g} ({row['seconds']:.1f} s)", flush=True)
 
 
 def _result_path(out_dir: Path, seed: int, n: int, method: str) -> Path:

@@ -89,7 +89,8 @@ def test_evaluate_refuses_development_seeds_and_writes_nothing(compare_study: Pa
 def test_evaluate_writes_the_final_table_and_resumes(compare_study: Path, tmp_path: Path, capsys):
     out = tmp_path / "eval"
     t0 = time.time()
-    assert main(["evaluate", str(compare_study), "--seeds", "100,101", "--out", str(out)]) == 0
+    # two seeds in parallel processes (--jobs 2); the resume below runs them in-process
+    assert main(["evaluate", str(compare_study), "--seeds", "100,101", "--out", str(out), "--jobs", "2"]) == 0
     print(f"evaluate wall time {time.time() - t0:.1f} s")
     methods = ["tgdp", "vanilla", "tgdp_reg", "finetune", "domain_guidance", "source_only", "oracle_guidance",
                "oracle_target"]

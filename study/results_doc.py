@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from study import results_compare
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 OUT = ROOT / "docs" / "results.md"
@@ -275,6 +277,9 @@ def render() -> str:
             group = sorted(diags[prefix], key=lambda f: int(f.stem.rsplit("seed", 1)[1]))
             out += gmm_diagnostics(prefix, group)
             done.update(group)
+    lines, rendered = results_compare.render(RESULTS / "gmm_compare", rel, fmt, table)
+    out += lines
+    done.update(rendered)
     for title, intro, renderers in SECTIONS:
         out += [f"## {title}", ""] + ([intro, ""] if intro else [])
         for stem, fn in renderers.items():

@@ -1,0 +1,127 @@
+"""The protocol's final table in docs/results.md: ``bench/results/gmm_compare/<testbed>/`` (``bench/gmm_compare.py``).
+
+Per testbed and n, the headline reads the evaluation's ``table.json`` (``study.evaluate``; every method on the
+evaluation seeds, test draw): tgdp and tgdp_reg against the *strongest* tuned baseline (vanilla, finetune,
+domain_guidance: the one with the best mean on the evaluation seeds, a choice made after the fact and so against
+TGDP, never for it), with paired wins / ties / losses and the Wilcoxon p, and against oracle_guidance. The full
+per-method and per-pair tables stay in each testbed's ``table.md``. A testbed still running shows its progress.
+
+json and pathlib only (study.results_doc's rule: the page renders without torch, Ray or MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+BASELINES = ("vanilla", "finetune", "domain_guidance")  # the tuned methods that are not TGDP
+TGDP = ("tgdp", "tgdp_reg")
+ORACLE = "oracle_guidance"
+SUITE = ("paper", "asym", "near", "d8", "partial")
+
+
+def _stats(comp: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["method"]: m for m in comp["methods"]}
+
+
+def _pair(comp: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+    """``a`` against ``b`` from the comparison's pair list, oriented from ``a``'s side."""
+    for p in comp["pairs"]:
+        if (p["a"], p["b"]) == (a, b):
+            return p
+        if (p["a"], p["b"]) == (b, a):
+            flip = {"wins (p < 0.05)": "loses (p < 0.05)", "loses (p < 0.05)": "wins (p < 0.05)"}
+            return {**p, "a": a, "b": b, "wins": p["losses"], "losses": p["wins"],
+                    "verdict": flip.get(p["verdict"], p["verdict"])}
+    return None
+
+
+def strongest_baseline(comp: dict[str, Any]) -> str | None:
+    """The tuned baseline with the best mean over finished seeds (None when none has one)."""
+    stats = _stats(comp)
+    have = [b for b in BASELINES if b in stats and stats[b]["mean"] is not None]
+    if not have:
+        return None
+    sign = 1.0 if comp["direction"] == "minimize" else -1.0
+    return min(have, key=lambda b: sign * stats[b]["mean"])
+
+
+def headline(table: dict[str, Any], metric: str, fmt: Callable[[Any], str]) -> list[list[str]]:
+    """Rows (n, tgdp, tgdp_reg, strongest baseline, oracle, and the paired tests) of one testbed's table.json."""
+    rows = []
+    for comp in (c for c in table["comparisons"] if c["metric"] == metric):
+        stats, base = _stats(comp), strongest_baseline(comp)
+
+        def ms(m: str) -> str:
+            s = stats.get(m)
+            if s is None or s["mean"] is None:
+                return "-"
+            fail = f", {s['failed']} failed" if s["failed"] else ""
+            return f"{fmt(s['mean'])} ± {fmt(s['sd'])}{fail}"
+
+        def vs(a: str, b: str | None) -> str:
+            p = _pair(comp, a, b) if b else None
+            if p is None:
+                return "-"
+            pv = "unattainable" if p["note"] and p["min_p"] > 0.05 else fmt(p["p_value"])
+            return f"{p['wins']}/{p['ties']}/{p['losses']}, p {pv}: {p['verdict'].split(' (')[0]}"
+
+        ratio = "-"
+        if ORACLE in stats and stats[ORACLE]["mean"] and stats.get("tgdp_reg", {}).get("mean") is not None:
+            ratio = f"{stats['tgdp_reg']['mean'] / stats[ORACLE]['mean']:.2f}"
+        rows.append([comp["n"], ms("tgdp"), ms("tgdp_reg"), f"{base}: {ms(base)}" if base else "-", ms(ORACLE),
+                     vs("tgdp", base), vs("tgdp_reg", base), ratio])
+    return rows
+
+
+HEADER = ["n", "tgdp", "tgdp_reg", "strongest tuned baseline", "oracle_guidance", "tgdp vs baseline (W/T/L)",
+          "tgdp_reg vs baseline (W/T/L)", "tgdp_reg / oracle"]
+
+
+def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
+           table: Callable[[list[str], list[list[Any]]], list[str]]) -> tuple[list[str], set[Path]]:
+    """(Markdown lines, the files rendered) of ``root`` (bench/results/gmm_compare); nothing when it is absent."""
+    done = set(root.rglob("*.json")) if root.is_dir() else set()
+    if not done:  # an empty directory (a run just started) renders as absent: the page must not depend on it
+        return [], set()
+    out = ["## Gaussian mixture: the final table (docs/protocol.md)", "",
+           "Every method tuned on the same budget on development seed 0 (validation draws), its best configuration "
+           "per n frozen, then run on the evaluation seeds (test draw; `bench/gmm_compare.py`). Energy distance, "
+           "mean ± sd over the evaluation seeds. W/T/L: paired wins / ties / losses of the TGDP variant over the "
+           "seeds, two-sided Wilcoxon signed-rank p; \"wins\" / \"loses\" at p < 0.05, else \"ties\". The strongest "
+           "tuned baseline is picked on the evaluation seeds themselves, which can only favour the baseline.", ""]
+    for tb in [t for t in SUITE if (root / t).is_dir()] + sorted(
+            p.name for p in root.iterdir() if p.is_dir() and p.name not in SUITE):
+        d = root / tb
+        tpath = d / "table.json"
+        out += [f"### {tb}", ""]
+        if not tpath.is_file():
+            n_done = len(list((d / "results").glob("*.json"))) if (d / "results").is_dir() else 0
+            out += [f"Not finished: {n_done} result files so far in `{rel(d / 'results')}`.", ""]
+            continue
+        t = json.loads(tpath.read_text())
+        out += [f"Evaluation seeds {t['evaluation_seeds'][0]}-{t['evaluation_seeds'][-1]} "
+                f"({len(t['evaluation_seeds'])}); development seeds {t['development_seeds']}.", ""]
+        out += table(HEADER, headline(t, "energy_distance", fmt))
+        if any(c["metric"] == "mode_balance_error" for c in t["comparisons"]):
+            out += ["", "Mode-weight error (total variation between the samples' share per target mode and the true "
+                    "weights; 0 = reproduced), mean ± sd:", ""]
+            rows = []
+            for c in (c for c in t["comparisons"] if c["metric"] == "mode_balance_error"):
+                s = _stats(c)
+                rows.append([c["n"], *(f"{fmt(s[m]['mean'])} ± {fmt(s[m]['sd'])}" if m in s and s[m]["mean"]
+                                       is not None else "-" for m in (*TGDP, *BASELINES, ORACLE))])
+            out += table(["n", *TGDP, *BASELINES, ORACLE], rows)
+        out += ["", f"Every method and pair: `{rel(d / 'table.md')}`; frozen configurations: "
+                f"`{rel(d / 'frozen.json')}`.", ""]
+    timing = root / "timing.json"
+    if timing.is_file():
+        rows = [[r["testbed"], r["phase"], f"{r['seconds'] / 60:.1f}", r["load_start"], r["load_end"],
+                 r["returncode"]] for r in json.loads(timing.read_text())]
+        out += ["### Run time of the protocol", "",
+                "Wall time per phase on the 2-core box (load average at its start and end: the box was shared, so "
+                "an idle box is faster).", ""]
+        out += table(["testbed", "phase", "minutes", "load at start", "load at end", "exit"], rows) + [""]
+        out += [f"Source: `{rel(timing)}`.", ""]
+    return out, done

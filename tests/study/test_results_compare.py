@@ -1,0 +1,49 @@
+"""study.results_compare: the final table's headline in docs/results.md, on a table.json built by the real
+study.statistics.compare (as study.evaluate writes it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from study import results_compare, results_doc
+from study.statistics import compare
+
+SEEDS = range(100, 110)
+
+
+def _table(values: dict[str, list[float]], n: int = 10) -> dict:
+    comp = compare({m: dict(zip(SEEDS, v)) for m, v in values.items()}, metric="energy_distance", n=n,
+                   direction="minimize")
+    return {"evaluation_seeds": list(SEEDS), "development_seeds": [0], "comparisons": [comp.to_dict()]}
+
+
+def test_headline_picks_the_strongest_baseline_and_orients_the_pair():
+    base = [0.10 + 0.01 * i for i in range(10)]
+    t = _table({"tgdp": [v - 0.02 for v in base],            # better than finetune on every seed
+                "tgdp_reg": [v + 0.05 for v in base],        # worse on every seed
+                "vanilla": [v + 0.04 for v in base],
+                "finetune": base,                            # the strongest tuned baseline (lowest mean)
+                "domain_guidance": [v + 0.001 for v in base],
+                "oracle_guidance": [v / 2 for v in base]})
+    [row] = results_compare.headline(t, "energy_distance", results_doc.fmt)
+    assert row[0] == 10 and row[3].startswith("finetune: 0.145")
+    # from the TGDP variant's side: wins / ties / losses and the verdict at p < 0.05 (10 of 10 one way)
+    assert row[5].startswith("10/0/0") and row[5].endswith("wins")
+    assert row[6].startswith("0/0/10") and row[6].endswith("loses")
+    assert row[7] == f"{(0.145 + 0.05) / (0.145 / 2):.2f}"  # tgdp_reg over the oracle
+
+
+def test_render_marks_every_file_and_names_an_unfinished_testbed(tmp_path: Path):
+    root = tmp_path / "gmm_compare"
+    (root / "paper").mkdir(parents=True)
+    (root / "paper" / "table.json").write_text(json.dumps(_table({"tgdp": [0.1] * 10, "vanilla": [0.2] * 10})))
+    (root / "asym" / "results").mkdir(parents=True)
+    (root / "asym" / "results" / "s100-n10-tgdp.json").write_text("{}")
+    lines, done = results_compare.render(root, lambda p: p.relative_to(tmp_path).as_posix(), results_doc.fmt,
+                                         results_doc.table)
+    text = "\n".join(lines)
+    assert "### paper" in text and "vanilla: 0.200" in text
+    assert "### asym" in text and "Not finished: 1 result files" in text
+    assert done == set(root.rglob("*.json"))  # nothing left for the page's catch-all section
+    assert results_compare.render(tmp_path / "absent", str, results_doc.fmt, results_doc.table) == ([], set())

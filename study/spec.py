@@ -208,7 +208,7 @@ class StudySpec(_Frozen):
 # YAML
 
 
-from study.yaml_io import dump_yaml, read_yaml  # noqa: E402  (re-exported: the spec reader)
+from study.yaml_io import dump_yaml, read_text_file, read_yaml  # noqa: E402  (re-exported: the spec reader)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,14 +334,7 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a spec file (``yaml.safe_load`` semantics); raises ``SpecError``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(str(p), Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
-    except UnicodeDecodeError as e:
-        raise SpecError(str(p), Issue("", f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})",
-                                      allowed="a UTF-8 YAML file")) from None
-    return parse_spec(read_yaml(text, str(p)), str(p))
+    return parse_spec(read_yaml(read_text_file(p), str(p)), str(p))
 
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:

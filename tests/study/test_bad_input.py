@@ -36,7 +36,8 @@ def tree_hash(path: Path) -> dict[str, str]:
     out = {}
     for p in sorted(path.rglob("*")):
         rel = str(p.relative_to(path))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        # a FIFO or device is never read (reading would block): its presence is what counts
+        out[rel] = "dir" if p.is_dir() else "special" if not p.is_file() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
@@ -367,6 +368,46 @@ CASES += [
          lambda tmp: ["evaluate", str(existing_study(tmp)), "--seeds", "9-3"],
          ["--seeds: bad seed or range '9-3'", "ranges like 100-109"]),
 ]
+
+# --- hostile spec files (issue 16): the reader is bounded, every number checked ----------------------------------
+
+def _fifo(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "spec.yaml")  # nobody writes to it: opening it for reading would block forever
+    return ["run", str(tmp / "spec.yaml"), "--dir", str(tmp / "studies")]
+
+
+def _alias_bomb() -> str:
+    """1.2 KB of YAML that expands to 9^9 strings ("billion laughs") in `description`."""
+    names = "abcdefghi"
+    lines = ["  a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    lines += [f"  {n}: &{n} [" + ", ".join([f"*{names[i]}"] * 9) + "]" for i, n in enumerate(names[1:])]
+    return SMOKE.read_text() + "description:\n" + "\n".join(lines) + "\n"
+
+
+CASES += [
+    Case("spec-fifo", "spec path is a FIFO (would block)", "tgdp-study run FIFO", _fifo,
+         ["{tmp}/spec.yaml: <document>: cannot read the spec file (not a regular file: a FIFO)"]),
+    Case("spec-device", "spec path is an endless device (/dev/zero)", "tgdp-study run /dev/zero",
+         lambda tmp: ["run", "/dev/zero", "--dir", str(tmp / "studies")],
+         ["/dev/zero: <document>: cannot read the spec file (not a regular file: a device)"]),
+    Case("spec-too-large", "spec file over 1 MB", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "description: '" + "x" * 1_000_000 + "'\n"),
+         ["spec.yaml: <document>: spec file too large: more than 1000000 bytes"]),
+    Case("spec-alias-bomb", "1.2 KB alias bomb (billion laughs)", "tgdp-study run SPEC --dry-run",
+         _spec_run(_alias_bomb(), extra=("--dry-run",)),
+         ["spec.yaml: line", "aliases expand the document to more than 100000 nodes"]),
+    Case("spec-recursive-alias", "an alias inside its own anchor", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "description: &d [1, *d]\n"), ["recursive alias"]),
+    Case("spec-deep-nesting", "100 000 nested `[`", "tgdp-study run SPEC", _spec_run("[" * 100_000),
+         ["spec.yaml: line 1, column 65: YAML error: nesting deeper than 64 levels"]),
+    Case("spec-merge-not-mapping", "merge key `<<:` with a scalar", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "evaluation: {<<: 3}\n"),
+         ["spec.yaml: line", "expected a mapping or list of mappings for merging, but found scalar"]),
+    Case("gmm-set-deep", "`--set` value nested 2000 deep", "tgdp-study gmm --set KEY=[[[...",
+         lambda tmp: ["gmm", "--set", "guidance.width=" + "[" * 2000, "--out", str(tmp / "out")],
+         ["--set guidance.width=[[[", "nesting deeper than 64 levels"]),
+]
+
 
 # Covered in other test files (listed in the table, not run twice).
 ELSEWHERE = [

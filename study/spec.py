@@ -30,6 +30,7 @@ from study.space import (
     check_space, params_to_overrides,
 )
 from study.spec_issues import check_resources, issues_from_pydantic, resource_issues
+from study.spec_numbers import number_issues
 from tgdp.config import TGDPConfig, from_dict
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
     if spec.experiment in EXPERIMENTS:  # e.g. arrays: file paths made absolute (Experiment.resolve_data)
         spec = spec.model_copy(update={"data": get_experiment(spec.experiment).resolve_data(dict(spec.data))})
     spec._source = str(file)
-    issues = _semantic_issues(spec)
+    issues = number_issues(spec) or _semantic_issues(spec)  # numbers first: the other checks compute with them
     if issues:
         raise SpecError(file, issues)
     return spec

@@ -4,7 +4,8 @@ that nothing on disk changed (every file under the test's directory hashed befor
 
 Cases already covered elsewhere are not repeated here: spec keys/values in tests/study/test_spec.py
 (``BAD``), record-level ECG errors (truncated signal, unknown label code, missing lead, wrong sampling
-rate, header/signal mismatch) in tests/tgdp/test_ecg_data.py, the usage errors in tests/study/test_cli.py.
+rate, header/signal mismatch) in tests/tgdp/test_ecg_data.py, hostile ECG data (paths outside the data
+root, invalid samples, bad rows) in tests/tgdp/test_ecg_hostile.py, the usage errors in tests/study/test_cli.py.
 docs/bad_input.md is generated from ``CASES`` (``TGDP_WRITE_DOCS=1 pytest tests/study/test_bad_input.py``)
 and checked against it.
 """
@@ -478,6 +479,20 @@ ELSEWHERE = [
      "tests/study/test_cli.py::test_run_refuses_an_existing_study"),
     ("second driver on a running study", "tgdp-study resume", "`study <dir> is in use by another process (pid N)`",
      "tests/system/faults/test_lock_sigint.py"),
+    ("ECG paths outside the data root (`.hea` signal file `../x` or absolute, filename_lr/hr `../` or absolute, "
+     "CPSC record id `../x`), a `.hea` naming another record or its signal file (7 cases; each also "
+     "skipped with skip_bad)", "load_cpsc / load_ptbxl",
+     "`A0002: signal file '../outside/A0002.mat' in ... is not a file name ...`",
+     "tests/tgdp/test_ecg_hostile.py::test_bad_record_is_an_error_naming_it_and_skippable"),
+    ("ECG values: duplicate lead names, WFDB invalid-sample marker -32768, gain 1e400 or negative, flat lead, "
+     "label `inf`/`nan`, scp likelihood not a number, nested or 200 KB scp_codes, strat_fold 11 / 3.7 / text / "
+     "empty, text ecg_id (16 cases; each also skipped with skip_bad)", "load_cpsc / load_ptbxl", "`A0002: lead name 'V1' appears twice ...`",
+     "tests/tgdp/test_ecg_hostile.py::test_bad_record_is_an_error_naming_it_and_skippable"),
+    ("empty (0-byte) or header-only REFERENCE.csv, empty scp_statements.csv", "load_cpsc / load_ptbxl",
+     "`REFERENCE.csv: empty file ...`, `... lists no records (header only)`",
+     "tests/tgdp/test_ecg_hostile.py::test_empty_reference_csv"),
+    ("an ecg_id listed twice", "load_ptbxl", "`2: listed twice in ptbxl_database.csv`",
+     "tests/tgdp/test_ecg_hostile.py::test_duplicate_ecg_id_always_raises"),
 ]
 
 

@@ -124,8 +124,9 @@ def _value_issue(path: str, where: str, value: Any) -> Issue | None:
     try:
         from_dict(TGDPConfig, {section: {name: value}})
     except ValueError as e:
-        # the config's own rule, not just the field's type (a log range with low 0 on a positive field must say
-        # "> 0"), from '<path>: must be > 0; got 0', '<path>: expected an integer, got 1.0', '<path>: got 'x'; allowed: [..]'
+        # the config's own rule, not just the field's type (a log range with low 0 on a positive field must
+        # say "> 0"), from "<path>: must be > 0; got 0", "<path>: expected an integer, got 1.0" or
+        # "<path>: got 'x'; allowed: [...]"
         rule = str(e).partition(": ")[2]
         rule = rule.partition("; allowed: ")[2] or re.sub(r"^expected (.+), got .*$", r"\1", rule.split("; got ")[0])
         rule = rule.removeprefix("must be ")

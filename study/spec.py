@@ -333,7 +333,7 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file (``yaml.safe_load`` semantics); raises ``SpecError``."""
+    """Read and validate a spec file (``yaml.safe_load`` semantics, bounded: ``study.yaml_io``); ``SpecError``."""
     p = Path(path)
     return parse_spec(read_yaml(read_text_file(p), str(p)), str(p))
 

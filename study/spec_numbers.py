@@ -9,7 +9,7 @@ validated ``StudySpec`` and before any other check computes with these numbers (
 * every seed (``factors.seeds``, ``sampler_seed``, any ``<section>.seed`` in ``fixed``, ``space``,
   ``initial_trials``) is in [0, 2**32): numpy's ``RandomState`` and Optuna's samplers take no more, and the
   stages derive larger torch seeds from it (``1000 * seed + offset`` stays far below torch's 2**64);
-* sizes, resources, budgets and ASHA settings lie within ``BOUNDS`` (far beyond any real study; the upper
+* sizes, local resources, budgets and ASHA settings lie within ``BOUNDS`` (far beyond any real study; the upper
   bounds catch typos such as an extra three zeros, before Ray or the data layer tries them);
 * the grid sampler's grid has at most ``MAX_GRID_POINTS`` points (counted, never enumerated).
 
@@ -38,13 +38,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "early_stopping.grace_period": (1, 100_000),
     "early_stopping.max_epochs": (1, 100_000),
     "early_stopping.reduction_factor": (1, 100),  # > 1 (pydantic); ASHA keeps 1/factor per rung
+    # a local ray.init's CPUs/GPUs (per-trial needs are checked against what the machine or cluster has:
+    # study.spec_issues.check_resources; a cluster may be larger than any bound here)
     "resources.num_cpus": (1e-3, 4096),
     "resources.num_gpus": (0, 1024),
-    "resources.cpus_per_trial": (1e-3, 4096),
-    "resources.cpus_per_worker": (1e-3, 4096),
-    "resources.gpus_per_worker": (0, 64),
-    "resources.workers_per_trial": (0, 1024),
-    "resources.max_concurrent_trials": (1, 10_000),
 }
 
 
@@ -86,15 +83,15 @@ def _leaf_issues(path: tuple[str, ...], value: Any) -> list[Issue]:
 
 
 def _grid_points(p: Any) -> float:
-    """How many values the grid sampler gives parameter ``p`` (its off-switch doubles nothing: the off value
-    is one more point), counted without listing them (as ``study.search.grid_values`` would)."""
+    """How many grid points parameter ``p`` spans, counted without listing its values (``study.search``
+    lists them: ``grid_values``, and a ``:switch`` axis of 2 values for an off-switch)."""
     if p.kind == "categorical":
         n = float(len(p.choices))
     elif p.step is None:
         return 1.0  # a float without step: refused by check_space for the grid sampler
     else:
         n = math.floor((p.high - p.low) / p.step + 1e-9) + 1.0
-    return 2.0 * n if p.off is not None else n  # the switch is a grid axis of 2 values
+    return 2.0 * n if p.off is not None else n
 
 
 def _grid_issues(spec: Any) -> list[Issue]:

@@ -81,8 +81,9 @@ def _filename_outside(absolute: bool) -> Callable[[Path], None]:
 # (case id, dataset, edit of the data root, record, message after "<record>: ")
 CASES = [
     # --- reading outside the data root -------------------------------------------------------------------
-    ("hea-signal-dotdot", "cpsc2018", _signal_outside, "A0002", r"signal file '\.\./outside/A0002\.mat' in .* not a file name"),
-    ("hea-signal-absolute", "cpsc2018", _signal_absolute, "A0002", r"signal file '/.*/A0002\.mat' in .* not a file name"),
+    ("hea-signal-dotdot", "cpsc2018", _signal_outside, "A0002",
+     r"signal file '\.\./outside/A0002\.mat' in .* not a file name"),
+    ("hea-signal-absolute", "cpsc2018", _signal_absolute, "A0002", r"signal file '/.*/A0002\.mat' in .* not a file"),
     ("reference-record-path", "cpsc2018", _record_outside, "../outside/A0002", r"record id is not a file name"),
     ("filename-lr-dotdot", "ptbxl", _filename_outside(False), "1", r"filename_lr '\.\./outside/00001_lr' is not a path "
                                                                     r"inside the data root"),

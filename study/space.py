@@ -18,6 +18,7 @@ The space compiled for Optuna (define-by-run, samplers, grid): ``study.search``.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
@@ -122,11 +123,14 @@ def _value_issue(path: str, where: str, value: Any) -> Issue | None:
     section, _, name = path.partition(".")
     try:
         from_dict(TGDPConfig, {section: {name: value}})
-    except ValueError:
-        tp = config_field_type(path)
-        name = getattr(tp, "__name__", str(tp))
-        return Issue(where, f"value does not fit config field {path}", value,
-                     f"a value of type {name}" + (" (true/false)" if tp is bool else ""))
+    except ValueError as e:
+        # the config's own rule, not just the field's type (a log range with low 0 on a positive field must
+        # say "> 0"), from "<path>: must be > 0; got 0", "<path>: expected an integer, got 1.0" or
+        # "<path>: got 'x'; allowed: [...]"
+        rule = str(e).partition(": ")[2]
+        rule = rule.partition("; allowed: ")[2] or re.sub(r"^expected (.+), got .*$", r"\1", rule.split("; got ")[0])
+        rule = rule.removeprefix("must be ")
+        return Issue(where, f"value does not fit config field {path}", value, rule)
     return None
 
 
@@ -177,8 +181,10 @@ def check_space(space: Space, *, sampler: str) -> list[Issue]:
         if p.kind == "categorical":
             if not p.choices:
                 issues.append(Issue(f"{w}.choices", "no choices", list(p.choices), "a non-empty list of values"))
-            elif len(set(map(repr, p.choices))) != len(p.choices):
-                issues.append(Issue(f"{w}.choices", "duplicate choices", list(p.choices), "distinct values"))
+            elif dup := [c for i, c in enumerate(p.choices) if any(c == d for d in p.choices[:i])]:
+                # by value, as Optuna finds a choice (list.index): 1, 1.0 and true are one choice
+                issues.append(Issue(f"{w}.choices", f"duplicate choices (equal values: {dup})", list(p.choices),
+                                    "values distinct by value (1, 1.0 and true are equal)"))
             for i, c in enumerate(p.choices):
                 if (vi := _value_issue(path, f"{w}.choices.{i}", c)) is not None:
                     issues.append(vi)

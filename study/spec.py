@@ -30,6 +30,7 @@ from study.space import (
     check_space, params_to_overrides,
 )
 from study.spec_issues import check_resources, issues_from_pydantic, resource_issues
+from study.spec_numbers import number_issues
 from tgdp.config import TGDPConfig, from_dict
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ class StudySpec(_Frozen):
 # YAML
 
 
-from study.yaml_io import dump_yaml, read_yaml  # noqa: E402  (re-exported: the spec reader)
+from study.yaml_io import dump_yaml, read_text_file, read_yaml  # noqa: E402  (re-exported: the spec reader)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,23 +326,16 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
     if spec.experiment in EXPERIMENTS:  # e.g. arrays: file paths made absolute (Experiment.resolve_data)
         spec = spec.model_copy(update={"data": get_experiment(spec.experiment).resolve_data(dict(spec.data))})
     spec._source = str(file)
-    issues = _semantic_issues(spec)
+    issues = number_issues(spec) or _semantic_issues(spec)  # numbers first: the other checks compute with them
     if issues:
         raise SpecError(file, issues)
     return spec
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file (``yaml.safe_load`` semantics); raises ``SpecError``."""
+    """Read and validate a spec file (``yaml.safe_load`` semantics, bounded: ``study.yaml_io``); ``SpecError``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(str(p), Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
-    except UnicodeDecodeError as e:
-        raise SpecError(str(p), Issue("", f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})",
-                                      allowed="a UTF-8 YAML file")) from None
-    return parse_spec(read_yaml(text, str(p)), str(p))
+    return parse_spec(read_yaml(read_text_file(p), str(p)), str(p))
 
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:

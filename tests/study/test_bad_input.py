@@ -4,7 +4,8 @@ that nothing on disk changed (every file under the test's directory hashed befor
 
 Cases already covered elsewhere are not repeated here: spec keys/values in tests/study/test_spec.py
 (``BAD``), record-level ECG errors (truncated signal, unknown label code, missing lead, wrong sampling
-rate, header/signal mismatch) in tests/tgdp/test_ecg_data.py, the usage errors in tests/study/test_cli.py.
+rate, header/signal mismatch) in tests/tgdp/test_ecg_data.py, hostile ECG data (paths outside the data
+root, invalid samples, bad rows) in tests/tgdp/test_ecg_hostile.py, the usage errors in tests/study/test_cli.py.
 docs/bad_input.md is generated from ``CASES`` (``TGDP_WRITE_DOCS=1 pytest tests/study/test_bad_input.py``)
 and checked against it.
 """
@@ -36,7 +37,8 @@ def tree_hash(path: Path) -> dict[str, str]:
     out = {}
     for p in sorted(path.rglob("*")):
         rel = str(p.relative_to(path))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        # a FIFO or device is never read (reading would block): its presence is what counts
+        out[rel] = "dir" if p.is_dir() else "special" if not p.is_file() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
@@ -368,6 +370,95 @@ CASES += [
          ["--seeds: bad seed or range '9-3'", "ranges like 100-109"]),
 ]
 
+# --- hostile spec files (issue 16): the reader is bounded, every number checked ----------------------------------
+
+def _fifo(tmp: Path) -> list[str]:
+    os.mkfifo(tmp / "spec.yaml")  # nobody writes to it: opening it for reading would block forever
+    return ["run", str(tmp / "spec.yaml"), "--dir", str(tmp / "studies")]
+
+
+def _alias_bomb() -> str:
+    """1.2 KB of YAML that expands to 9^9 strings ("billion laughs") in `description`."""
+    names = "abcdefghi"
+    lines = ["  a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    lines += [f"  {n}: &{n} [" + ", ".join([f"*{names[i]}"] * 9) + "]" for i, n in enumerate(names[1:])]
+    return SMOKE.read_text() + "description:\n" + "\n".join(lines) + "\n"
+
+
+CASES += [
+    Case("spec-fifo", "spec path is a FIFO (would block)", "tgdp-study run FIFO", _fifo,
+         ["{tmp}/spec.yaml: <document>: cannot read the spec file (not a regular file: a FIFO)"]),
+    Case("spec-device", "spec path is an endless device (/dev/zero)", "tgdp-study run /dev/zero",
+         lambda tmp: ["run", "/dev/zero", "--dir", str(tmp / "studies")],
+         ["/dev/zero: <document>: cannot read the spec file (not a regular file: a device)"]),
+    Case("spec-too-large", "spec file over 1 MB", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "description: '" + "x" * 1_000_000 + "'\n"),
+         ["spec.yaml: <document>: spec file too large: more than 1000000 bytes"]),
+    Case("spec-alias-bomb", "1.2 KB alias bomb (billion laughs)", "tgdp-study run SPEC --dry-run",
+         _spec_run(_alias_bomb(), extra=("--dry-run",)),
+         ["spec.yaml: line", "aliases expand the document to more than 100000 nodes"]),
+    Case("spec-recursive-alias", "an alias inside its own anchor", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "description: &d [1, *d]\n"), ["recursive alias"]),
+    Case("spec-deep-nesting", "100 000 nested `[`", "tgdp-study run SPEC", _spec_run("[" * 100_000),
+         ["spec.yaml: line 1, column 65: YAML error: nesting deeper than 64 levels"]),
+    Case("spec-merge-not-mapping", "merge key `<<:` with a scalar", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text() + "evaluation: {<<: 3}\n"),
+         ["spec.yaml: line", "expected a mapping or list of mappings for merging, but found scalar"]),
+    # --- numbers (study.spec_numbers): finite, seeds numpy/torch accept, sane sizes, bounded grids -----------
+    Case("spec-1e400-fixed", "`1e400` (inf) as a fixed value", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text().replace("epochs: 2, batch_size: 512}", "epochs: 2, batch_size: 512, lr: 1e400}")),
+         ["spec.yaml: fixed.guidance.lr: not a finite number; got inf", "a finite number (.inf, .nan and 1e400"]),
+    Case("spec-nan-range", "`.nan` as a range bound", "tgdp-study run SPEC",
+         _spec_run(smoke(space={"sample.guidance_scale": {"kind": "float", "low": float("nan"), "high": 1.5}})),
+         ["spec.yaml: space.sample.guidance_scale.low: not a finite number; got nan"]),
+    Case("spec-inf-initial-trial", "`.inf` in an initial trial", "tgdp-study run SPEC",
+         _spec_run(smoke(initial_trials=[{"sample.guidance_scale": float("inf")}])),
+         ["spec.yaml: initial_trials.0.sample.guidance_scale: not a finite number; got inf"]),
+    Case("spec-inf-num-cpus", "`num_cpus: .inf`", "tgdp-study run SPEC",
+         _spec_run(smoke(resources={"num_cpus": float("inf")})),
+         ["spec.yaml: resources.num_cpus: not a finite number; got inf"]),
+    Case("spec-inf-time-budget", "`time_budget_s: .inf`", "tgdp-study run SPEC",
+         _spec_run(smoke(budget={"trials_per_n": 2, "time_budget_s": float("inf")})),
+         ["spec.yaml: budget.time_budget_s: not a finite number; got inf"]),
+    Case("spec-seed-1e23", "seed 1e23 (torch.manual_seed overflows)", "tgdp-study run SPEC",
+         _spec_run(SMOKE.read_text().replace("seeds: [0]", "seeds: [100000000000000000000000]")),
+         ["spec.yaml: factors.seeds.0: seed out of range; got 100000000000000000000000",
+          "0 <= seed < 2**32 (4294967296)"]),
+    Case("spec-fixed-seed-2-32", "a stage seed of 2**32 in `fixed`", "tgdp-study run SPEC",
+         _spec_run(smoke(fixed={"source": {"seed": 2**32}})), ["spec.yaml: fixed.source.seed: seed out of range"]),
+    Case("spec-sampler-seed-negative", "negative `sampler_seed`", "tgdp-study run SPEC", _spec_run(smoke(sampler_seed=-1)),
+         ["spec.yaml: sampler_seed: seed out of range; got -1"]),
+    Case("spec-m-huge", "`data.m` of 10^12 source samples", "tgdp-study run SPEC", _spec_run(smoke(data={"m": 10**12})),
+         ["spec.yaml: data.m: m out of the sane range; got 1000000000000; allowed: 1 <= value <= 1e+08"]),
+    Case("spec-n-huge", "target size n of 10^9", "tgdp-study run SPEC",
+         _spec_run(smoke(factors={"n": [10**9], "seeds": [0]})), ["spec.yaml: factors.n.0: n out of the sane range"]),
+    Case("spec-num-cpus-huge", "`num_cpus: 1e6`", "tgdp-study run SPEC", _spec_run(smoke(resources={"num_cpus": 1e6})),
+         ["spec.yaml: resources.num_cpus: num_cpus out of the sane range; got 1000000.0; allowed: 0.001 <= value <= 4096"]),
+    Case("spec-time-budget-huge", "a time budget of 10^12 s", "tgdp-study run SPEC",
+         _spec_run(smoke(budget={"trials_per_n": 2, "time_budget_s": 1e12})),
+         ["spec.yaml: budget.time_budget_s: time_budget_s out of the sane range"]),
+    Case("spec-reduction-factor-huge", "ASHA reduction factor 1000", "tgdp-study run SPEC",
+         _spec_run(smoke(early_stopping={"reduction_factor": 1000.0})),
+         ["spec.yaml: early_stopping.reduction_factor: reduction_factor out of the sane range", "1 <= value <= 100"]),
+    Case("spec-grace-period-huge", "ASHA grace period 10^9", "tgdp-study run SPEC",
+         _spec_run(smoke(early_stopping={"grace_period": 10**9})),
+         ["spec.yaml: early_stopping.grace_period: grace_period out of the sane range"]),
+    Case("spec-log-int-low-0", "log-scale int range with low 0", "tgdp-study run SPEC",
+         _spec_run(smoke(space={"guidance.width": {"kind": "int", "low": 0, "high": 64, "log": True}})),
+         ["space.guidance.width.low: log scale needs a positive lower bound; got 0; allowed: low > 0 with log: true",
+          "value does not fit config field guidance.width; got 0; allowed: > 0"]),
+    Case("spec-grid-tiny-step", "grid sampler with a float step of 1e-9", "tgdp-study run SPEC",
+         _spec_run(smoke(sampler="grid", space={"guidance.lr": {"kind": "float", "low": 1e-9, "high": 1.0, "step": 1e-9}})),
+         ["spec.yaml: space.guidance.lr: the grid sampler would list 1e+09 points", "at most 1000000 grid points"]),
+    Case("spec-choices-equal-values", "categorical choices `[1, 1.0]` (one value twice)", "tgdp-study run SPEC",
+         _spec_run(smoke(space={"sample.guidance_scale": {"kind": "categorical", "choices": [1, 1.0]}})),
+         ["spec.yaml: space.sample.guidance_scale.choices: duplicate choices (equal values: [1.0]); got [1, 1.0]"]),
+    Case("gmm-set-deep", "`--set` value nested 2000 deep", "tgdp-study gmm --set KEY=[[[...",
+         lambda tmp: ["gmm", "--set", "guidance.width=" + "[" * 2000, "--out", str(tmp / "out")],
+         ["--set guidance.width=[[[", "nesting deeper than 64 levels"]),
+]
+
+
 # Covered in other test files (listed in the table, not run twice).
 ELSEWHERE = [
     ("truncated signal file", "load_ptbxl", "`2: truncated signal ...`", "tests/tgdp/test_ecg_data.py::test_truncated_signal"),
@@ -388,6 +479,20 @@ ELSEWHERE = [
      "tests/study/test_cli.py::test_run_refuses_an_existing_study"),
     ("second driver on a running study", "tgdp-study resume", "`study <dir> is in use by another process (pid N)`",
      "tests/system/faults/test_lock_sigint.py"),
+    ("ECG paths outside the data root (`.hea` signal file `../x` or absolute, filename_lr/hr `../` or absolute, "
+     "CPSC record id `../x`), a `.hea` naming another record or its signal file (7 cases; each also "
+     "skipped with skip_bad)", "load_cpsc / load_ptbxl",
+     "`A0002: signal file '../outside/A0002.mat' in ... is not a file name ...`",
+     "tests/tgdp/test_ecg_hostile.py::test_bad_record_is_an_error_naming_it_and_skippable"),
+    ("ECG values: duplicate lead names, WFDB invalid-sample marker -32768, gain 1e400 or negative, flat lead, "
+     "label `inf`/`nan`, scp likelihood not a number, nested or 200 KB scp_codes, strat_fold 11 / 3.7 / text / "
+     "empty, text ecg_id (16 cases; each also skipped with skip_bad)", "load_cpsc / load_ptbxl", "`A0002: lead name 'V1' appears twice ...`",
+     "tests/tgdp/test_ecg_hostile.py::test_bad_record_is_an_error_naming_it_and_skippable"),
+    ("empty (0-byte) or header-only REFERENCE.csv, empty scp_statements.csv", "load_cpsc / load_ptbxl",
+     "`REFERENCE.csv: empty file ...`, `... lists no records (header only)`",
+     "tests/tgdp/test_ecg_hostile.py::test_empty_reference_csv"),
+    ("an ecg_id listed twice", "load_ptbxl", "`2: listed twice in ptbxl_database.csv`",
+     "tests/tgdp/test_ecg_hostile.py::test_duplicate_ecg_id_always_raises"),
 ]
 
 

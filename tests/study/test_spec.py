@@ -105,7 +105,7 @@ BAD = [
     ("unknown-param-key", _space(**{"guidance.lr": {"kind": "float", "lo": 1e-4, "high": 0.1}}),
      ["space.guidance.lr.lo", "unknown key", "high"]),
     ("choice-wrong-type", _space(**{"guidance.width": {"kind": "categorical", "choices": [16, "wide"]}}),
-     ["space.guidance.width.choices.1", "'wide'", "type int"]),
+     ["space.guidance.width.choices.1", "'wide'", "allowed: an integer"]),
     ("data-sets-n", _mut(data={"n": 5}), ["data.n", "factors.n"]),
     ("unknown-experiment", _mut(experiment="mnist"), ["experiment", "'mnist'", "gmm"]),
     ("grace-after-max", _mut(early_stopping={"grace_period": 5, "max_epochs": 2}),

@@ -13,11 +13,13 @@ Two on-disk forms are read, per record:
 
 Labels come from ``REFERENCE.csv`` (``Recording,First_label,Second_label,Third_label``; codes 1-9 =
 TARGET_CLASSES in order; CRLF; up to three labels; empty cells; rows not sorted). Records are returned
-sorted by record id, whatever the file's row order.
+sorted by record id, whatever the file's row order. An empty or header-only REFERENCE.csv is an error, and
+a record id must be a plain file name (``A0001``; never a path: ``../x`` is refused, not read).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Iterable
 
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from tgdp.data.ecg import (FS, MIN_LENGTH, TARGET_CLASSES, TWELVE_LEADS, ECGDataError, ECGDataset, build_dataset,
-                           shape_signal)
+                           read_csv_table, shape_signal)
 from tgdp.data.wfdb_io import read_wfdb
 
 CPSC_FS = 500  # Hz, the rate of every CPSC2018 record
@@ -38,9 +40,12 @@ def read_reference(root: str, *, skip_bad: bool = False) -> tuple[dict[str, tupl
     path = os.path.join(root, "REFERENCE.csv")
     if not os.path.isfile(path):
         raise ECGDataError("REFERENCE.csv", f"missing file {path}")
-    table = pd.read_csv(path, dtype=str, encoding="utf-8")  # pandas accepts the CRLF line endings
+    # pandas accepts the CRLF line endings; "nan" or "NA" in a label cell is a bad code, not an empty cell
+    table = read_csv_table(path, "REFERENCE.csv", dtype=str, keep_default_na=False)
     if "Recording" not in table.columns or "First_label" not in table.columns:
         raise ECGDataError("REFERENCE.csv", f"expected columns Recording,First_label,...; got {list(table.columns)}")
+    if table.empty:
+        raise ECGDataError("REFERENCE.csv", f"{path} lists no records (header only)")
     labels: dict[str, tuple[int, ...]] = {}
     skipped: list[tuple[str, str]] = []
     for _, row in table.iterrows():
@@ -66,7 +71,7 @@ def _parse_codes(row: pd.Series, record: str) -> tuple[int, ...]:
             value = float(cell)
         except ValueError:
             raise ECGDataError(record, f"unknown label code {cell!r} in {column}") from None
-        if value != int(value) or not 1 <= int(value) <= len(TARGET_CLASSES):
+        if not math.isfinite(value) or value != int(value) or not 1 <= int(value) <= len(TARGET_CLASSES):
             raise ECGDataError(record, f"unknown label code {cell!r} in {column} (expected 1-{len(TARGET_CLASSES)})")
         codes.append(int(value))
     if not codes:
@@ -103,6 +108,8 @@ def read_original_mat(path: str, *, record: str) -> tuple[np.ndarray, list[str],
 
 def read_cpsc_record(root: str, record: str, *, form: str = "auto") -> tuple[np.ndarray, list[str], float]:
     """One record's (signal (N, 12), lead names, fs), WFDB or original form (see the module docstring)."""
+    if not record or os.path.basename(record) != record or record in (".", "..") or "\\" in record:
+        raise ECGDataError(record, "record id is not a file name (a path outside the data directory: never read)")
     base = os.path.join(root, record)
     if form == "wfdb" or (form == "auto" and os.path.isfile(base + ".hea")):
         return read_wfdb(base, record=record, expected_fs=CPSC_FS)

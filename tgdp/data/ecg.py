@@ -58,14 +58,30 @@ class ECGDataError(ValueError):
         self.problem = problem
 
 
+def read_csv_table(path: str, name: str, **options: Any) -> Any:
+    """A data CSV (UTF-8) as a pandas DataFrame (``options`` go to ``pd.read_csv``); an empty (0-byte),
+    unparsable or non-UTF-8 file is an ``ECGDataError`` naming it, not a pandas exception."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, encoding="utf-8", **options)
+    except pd.errors.EmptyDataError:
+        raise ECGDataError(name, f"empty file {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise ECGDataError(name, f"unreadable file {path} ({exc})") from None
+
+
 # --- leads ----------------------------------------------------------------------------------------------
 
 def select_leads(signal: np.ndarray, names: Sequence[str], wanted: Sequence[str] = MODEL_LEADS, *,
                  record: str = "?") -> np.ndarray:
     """Pick ``wanted`` leads (case-insensitive names) from ``signal`` (L, C) -> (len(wanted), L)."""
-    index = {}
+    index: dict[str, int] = {}
     for i, name in enumerate(names):
-        index.setdefault(str(name).strip().lower(), i)
+        key = str(name).strip().lower()
+        if key in index:  # which one is V1? Taking the first would silently read another lead
+            raise ECGDataError(record, f"lead name {str(name).strip()!r} appears twice; the record has {list(names)}")
+        index[key] = i
     missing = [w for w in wanted if w.lower() not in index]
     if missing:
         raise ECGDataError(record, f"missing lead(s) {missing}; the record has {list(names)}")
@@ -114,8 +130,12 @@ def shape_signal(signal: np.ndarray, names: Sequence[str], fs: float, *, record:
                  min_length: int = MIN_LENGTH) -> tuple[np.ndarray, int]:
     """(L, C) physical signal with lead ``names`` at ``fs`` -> ((8, LENGTH) float32 at FS, valid length)."""
     x = select_leads(signal, names, MODEL_LEADS, record=record)
-    if not np.all(np.isfinite(x)):
-        raise ECGDataError(record, "signal contains NaN/inf samples")
+    bad = [lead for lead, row in zip(MODEL_LEADS, x) if not np.all(np.isfinite(row))]
+    if bad:
+        raise ECGDataError(record, f"invalid samples (NaN/inf, or WFDB's invalid-sample marker) in lead(s) {bad}")
+    flat = [lead for lead, row in zip(MODEL_LEADS, x) if np.ptp(row) == 0]
+    if flat:  # a detached electrode or an empty recording: nothing to learn, and a zero std downstream
+        raise ECGDataError(record, f"flat signal: lead(s) {flat} constant over the whole record")
     x = resample(x, fs, FS)
     x, valid = crop_or_pad(x, length=LENGTH, min_length=min_length, record=record)
     return x.astype(np.float32), valid

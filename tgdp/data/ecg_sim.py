@@ -235,8 +235,9 @@ def simulate(labels: Sequence[tuple[int, ...]], shift: DomainShift, seed: int, *
 # --- writing --------------------------------------------------------------------------------------------
 
 def _digital(x: np.ndarray) -> np.ndarray:
-    """(12, L) mV -> (L, 12) int16 at 1 uV per LSB (1000/mV), the gain of PTB-XL and CPSC."""
-    return np.clip(np.round(x.T * 1000.0), -32768, 32767).astype("<i2")
+    """(12, L) mV -> (L, 12) int16 at 1 uV per LSB (1000/mV), the gain of PTB-XL and CPSC; -32768 is left out
+    (WFDB's invalid-sample marker)."""
+    return np.clip(np.round(x.T * 1000.0), -32767, 32767).astype("<i2")
 
 
 def _write_wfdb(base: str, digital: np.ndarray, fs: int, lead_names: Sequence[str], *, mat: bool,

@@ -6,10 +6,17 @@ files with generic messages. Both datasets use WFDB format 16 (little-endian int
 one file per record, optional byte offset: ``16+24`` for the CinC ``.mat``); those records take a small
 direct path (header parsed here, samples by ``np.fromfile``). Any other format goes through ``wfdb``
 with the same checks. Every problem is an ``ECGDataError`` naming the record.
+
+Headers are untrusted input: the header must name its own record, each signal file must be that record's
+(``<record>.<ext>`` in the header's directory: no ``../``, no absolute path, not another record's file),
+the sampling rate and every gain finite and positive (gain 0 means WFDB's default 200). Samples equal to
+WFDB's invalid-sample marker of their format (-32768 in format 16) become NaN, as ``wfdb.rdrecord`` does,
+never a physical value (-32.768 mV at 1000/mV); ``shape_signal`` refuses NaN in the model's leads.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any
@@ -20,6 +27,9 @@ from tgdp.data.ecg import ECGDataError
 
 _GAIN = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9]+)\))?(?:/(\S+))?$")
 _UNIT_SCALE = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}  # to mV
+# WFDB's invalid-sample marker per format (the digital value of a missing sample; as wfdb.io._signal)
+_INVALID = {"80": -(2**7), "508": -(2**7), "310": -(2**9), "311": -(2**9), "212": -(2**11), "16": -(2**15),
+            "61": -(2**15), "160": -(2**15), "516": -(2**15), "24": -(2**23), "524": -(2**23), "32": -(2**31)}
 
 
 def parse_header(path: str, record: str) -> dict[str, Any]:
@@ -29,6 +39,8 @@ def parse_header(path: str, record: str) -> dict[str, Any]:
             lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
     except FileNotFoundError:
         raise ECGDataError(record, f"missing file {path}.hea") from None
+    except OSError as exc:
+        raise ECGDataError(record, f"unreadable header {path}.hea ({exc.strerror or exc})") from None
     try:
         head = lines[0].split()
         n_sig, fs, sig_len = int(head[1]), float(head[2].split("/")[0]), int(head[3])
@@ -44,6 +56,8 @@ def parse_header(path: str, record: str) -> dict[str, Any]:
                 raise ValueError(f"bad gain field {f[2]!r}")
             gain = float(m.group(1)) or 200.0  # WFDB: gain 0 means the default 200
             baseline = int(m.group(2)) if m.group(2) else (int(f[4]) if len(f) > 4 else 0)
+            if not math.isfinite(gain) or gain < 0:
+                raise ValueError(f"gain {f[2]!r} is not a finite positive number")
             signals.append({"file": f[0], "fmt": fmt, "offset": int(offset or 0), "gain": gain,
                             "baseline": baseline, "units": (m.group(3) or "mV").lower(),
                             "init": int(f[5]) if len(f) > 5 else None,
@@ -54,7 +68,25 @@ def parse_header(path: str, record: str) -> dict[str, Any]:
     if len(signals) != n_sig or n_sig == 0 or sig_len <= 0:
         raise ECGDataError(record, f"header/signal mismatch: header declares {n_sig} signals x {sig_len} samples "
                                    f"but lists {len(signals)} signal lines")
+    if not math.isfinite(fs) or fs <= 0:
+        raise ECGDataError(record, f"unreadable header {path}.hea (sampling rate {head[2]!r} is not a finite "
+                                   "positive number)")
+    _check_names(path, record, head[0], [s["file"] for s in signals])
     return {"fs": fs, "sig_len": sig_len, "n_sig": n_sig, "signals": signals}
+
+
+def _check_names(path: str, record: str, name: str, files: list[str]) -> None:
+    """The header at ``path`` names its own record, and only that record's signal files, in its directory."""
+    own = os.path.basename(path)
+    if name != own:
+        raise ECGDataError(record, f"header {path}.hea is for record {name!r}, not {own!r}")
+    for file in files:
+        if os.path.basename(file) != file or file in (".", "..") or "\\" in file:
+            raise ECGDataError(record, f"signal file {file!r} in {path}.hea is not a file name in the record's "
+                                       "directory (a path: never read)")
+        if os.path.splitext(file)[0] != own:
+            raise ECGDataError(record, f"signal file {file!r} in {path}.hea belongs to another record "
+                                       f"(expected {own}.<ext>)")
 
 
 def read_wfdb(path: str, *, record: str | None = None, expected_fs: float | None = None
@@ -93,7 +125,10 @@ def read_wfdb(path: str, *, record: str | None = None, expected_fs: float | None
         raise ECGDataError(record, f"unsupported signal units {sorted(units)}")
     gain = np.array([s["gain"] / _UNIT_SCALE[s["units"]] for s in sigs])
     baseline = np.array([s["baseline"] for s in sigs], dtype=np.float64)
-    return (digital - baseline) / gain, [s["name"] for s in sigs], header["fs"]
+    physical = (digital - baseline) / gain
+    invalid = np.array([_INVALID.get(s["fmt"], np.nan) for s in sigs])  # formats without a marker: none
+    physical[digital == invalid] = np.nan  # a missing sample, not -32.768 mV
+    return physical, [s["name"] for s in sigs], header["fs"]
 
 
 def _read_format16(path: str, header: dict[str, Any], record: str) -> np.ndarray:

@@ -87,7 +87,7 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    spec = load_spec(a.spec)
+    spec = load_spec(a.spec, tuple(a.set or ()))
     if a.name is not None:
         spec = spec.model_copy(update={"name": validate_study_name(a.name)})
         spec._source = a.spec
@@ -106,8 +106,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
+    from study.extend import add_trials, resume_finished, study_finished
+
     paths = open_study_dir(a.dir)
-    read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
+    spec = read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
+    if a.add_trials:
+        spec = add_trials(paths, a.add_trials)
+    elif study_finished(paths, spec):  # nothing to run: no Ray, no lock
+        return resume_finished(paths, spec)
     from study.runner import resume_study
 
     return _finish(resume_study(paths.root, a.address, a.tracking_uri))
@@ -263,13 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a study from a spec YAML")
     p.add_argument("spec", help="study spec (YAML), e.g. search_spaces/gmm.yaml")
     p.add_argument("--name", default=None, help="study name (default: the spec's name)")
-    p.add_argument("--dir", default=DEFAULT_STUDIES_DIR, help="parent of the study directory (default: %(default)s)")
+    p.add_argument("--dir", default=DEFAULT_STUDIES_DIR,
+                   help="the PARENT directory: the study is created in DIR/NAME (default: %(default)s); every "
+                   "other command takes that study directory DIR/NAME itself")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec key before validation, e.g. budget.trials_per_n=4 or "
+                   "fixed.guidance.width=256 (repeatable; YAML values; recorded in the study's spec.yaml)")
     cluster_args(p)
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; create nothing")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", help="continue an interrupted study")
+    p = sub.add_parser("resume", help="continue an interrupted study, or extend a finished one")
     p.add_argument("dir", help="study directory (holds spec.yaml)")
+    p.add_argument("--add-trials", type=_positive_int, default=None, metavar="K",
+                   help="extend a finished study: raise budget.trials_per_n by K (recorded in spec.yaml and "
+                   "spec.sha256) and run the K more trials per unit and method")
     cluster_args(p)
     p.set_defaults(func=cmd_resume)
 

@@ -331,8 +331,9 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
     return spec
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file (``yaml.safe_load`` semantics); raises ``SpecError``."""
+def load_spec(path: str | Path, sets: tuple[str, ...] = ()) -> StudySpec:
+    """Read and validate a spec file (``yaml.safe_load`` semantics), ``--set KEY=VALUE`` items applied before
+    validation (``study.overrides``); raises ``SpecError``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -341,7 +342,10 @@ def load_spec(path: str | Path) -> StudySpec:
     except UnicodeDecodeError as e:
         raise SpecError(str(p), Issue("", f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})",
                                       allowed="a UTF-8 YAML file")) from None
-    return parse_spec(read_yaml(text, str(p)), str(p))
+    from study.overrides import apply_spec_overrides, overrides_label
+
+    label = overrides_label(str(p), sets)
+    return parse_spec(apply_spec_overrides(read_yaml(text, str(p)), sets, label), label)
 
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:

@@ -349,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
             return int(e.code or 0)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:  # `best ... | head -1`: the reader is gone, as it wished; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush finds no pipe
+        return 0
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -168,3 +168,44 @@ def test_run_dir_given_a_study_says_it_takes_the_parent(in_tmp, capsys):
     assert f"--dir {root}: is a study directory; --dir takes the parent" in err
     assert main(["run", "--help"]) == 0
     assert "the PARENT directory" in capsys.readouterr().out
+
+
+# --- output into a closed pipe ------------------------------------------------------------------------------------
+
+def study_with_a_best_trial(base: Path) -> Path:
+    """A finished study whose n=10 Optuna study holds one COMPLETE trial (what `best` exports)."""
+    import optuna
+
+    root = finished_study(base)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{root / 'optuna.db'}")
+    study = optuna.create_study(study_name="gmm-smoke-n10", storage=storage)
+    dist = optuna.distributions
+    study.add_trial(optuna.trial.create_trial(
+        params={"guidance.eta_cycle:switch": "off", "guidance.eta_consistency:switch": "off", "guidance.width": 16,
+                "sample.guidance_scale": 1.0},
+        distributions={"guidance.eta_cycle:switch": dist.CategoricalDistribution(["off", "on"]),
+                       "guidance.eta_consistency:switch": dist.CategoricalDistribution(["off", "on"]),
+                       "guidance.width": dist.CategoricalDistribution([16, 32]),
+                       "sample.guidance_scale": dist.FloatDistribution(0.5, 1.5)}, value=0.01,
+        user_attrs={"tune_trial_id": "t0"}))
+    storage.engine.dispose()
+    result = root / "trials" / "n10" / "t0" / "result.pt"  # it ran to its final evaluation
+    result.parent.mkdir(parents=True)
+    result.write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("argv", [["best", "{root}", "--n", "10"], ["run", str(SMOKE), "--dry-run"]],
+                         ids=["best", "dry-run"])
+def test_output_into_a_closed_pipe_exits_0_without_traceback(tmp_path, argv):
+    root = study_with_a_best_trial(tmp_path / "studies")
+    argv = [a.format(root=root) for a in argv]
+    script = Path(sys.executable).with_name("tgdp-study")
+    check = subprocess.run([str(script), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and len(check.stdout.splitlines()) > 5, check.stderr  # it has much to print
+    # `... | head -1` that has already gone: the read end is closed before the command writes a byte
+    proc = subprocess.Popen([str(script), *argv], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from study import UserError
+from study.cli_help import add_examples, version
 from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
 from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
@@ -260,6 +261,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Ray/Optuna/MLflow hyper-parameter studies of TGDP.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cluster_args(p: argparse.ArgumentParser) -> None:
@@ -334,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a simulated ECG data set: OUT --domain source|target --records N --seed S")
     sub.add_parser("ecg", add_help=False,
                    help="run the ECG experiment (all methods, a preset config) without a study; ecg --help")
+    add_examples(sub)
     return ap
 
 

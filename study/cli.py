@@ -27,7 +27,11 @@ from typing import Any
 
 from study import UserError
 from study.cli_help import add_examples, version
-from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
+from study.estimate import estimate
+from study.layout import describe_layout
+from study.paths import (
+    DEFAULT_STUDIES_DIR, StudyPaths, list_studies, open_study_dir, study_paths, validate_study_name,
+)
 from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
 
@@ -83,6 +87,10 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
         f"  concurrency  up to {r.max_concurrent_trials} trials = {r.max_concurrent_trials * r.trial_cpus:g} CPUs, "
         f"{r.max_concurrent_trials * r.trial_gpus:g} GPUs",
         f"  check        {fit}",
+        "",
+        describe_layout(spec, StudyPaths(study_dir)),
+        "",
+        estimate(spec),
     ]
     return "\n".join(lines)
 

@@ -209,3 +209,61 @@ def test_output_into_a_closed_pipe_exits_0_without_traceback(tmp_path, argv):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
+# --- --version, examples, ecg help, the dry-run's layout and estimate ----------------------------------------------
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"tgdp-study {version('tgdp-study')}"
+
+
+def test_every_command_has_an_example_and_every_ecg_option_a_help(capsys):
+    from study.cli import build_parser
+    from study.cli_help import EXAMPLES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(EXAMPLES)  # a new command needs its example
+    for name in sub.choices:
+        assert main([name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "example" in out and f"tgdp-study {name}" in out.split("example", 1)[1], name
+    import argparse
+
+    from study.programs import ecg
+
+    p = argparse.ArgumentParser()
+    ecg._add_arguments(p)
+    bare = [a.option_strings for a in p._actions if not a.help and a.option_strings != ["-h", "--help"]]
+    assert bare == []  # every ecg option says what it does
+
+
+def test_dry_run_shows_the_layout_and_an_estimate_from_the_bench(in_tmp, capsys):
+    assert main(["run", str(SMOKE), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"== what it will write: {in_tmp / 'studies' / 'gmm-smoke'}/ ==" in out
+    assert "one Optuna study per unit and tuned method: gmm-smoke-n10, gmm-smoke-n100" in out
+    assert "== estimated run time (an estimate from measured rates, not a promise) ==" in out
+    # the smoke spec was measured as it is: that file, and the same stage sizes
+    assert "rates from bench/results/study_overhead.json: gmm_smoke.yaml" in out and "the same stage sizes" in out
+    assert main(["run", str(SMOKE), "--dry-run", "--set", "fixed.guidance.width=64"]) == 0
+    assert "a rough scale only" in capsys.readouterr().out  # other stage sizes: said so
+
+
+def test_estimate_adds_up_the_measured_rates(tmp_path):
+    # a measurement written here: start-up 10 s, shared 20 s per unit, 2 trials in 8 s of Tune run, report 4 s
+    import json
+
+    from study.estimate import estimate
+
+    timeline = {"startup_s (imports)": 10.0, "report_s": 4.0,
+                "units": {"n10": {"shared_s": 20.0, "tune_start": 30.0, "end": 38.0}},
+                "trials": [{"unit": "n10"}, {"unit": "n10"}]}
+    (tmp_path / "default_study.json").write_text(json.dumps(
+        {"inputs": {"spec": "search_spaces/gmm_smoke.yaml"}, "raw": {"timeline": timeline}}))
+    spec = load_spec(SMOKE)  # 2 units, 1 tuned method, 2 trials: 10 + 2 x (20 + 2 x 4) + 4 = 70 s
+    text = estimate(spec, tmp_path)
+    assert "about 70 s = start-up 10 s + 2 unit(s) x (shared stages 20 s + 1 tuned method(s) x 2 trials x 4.0 s)" in text
+    assert "none: no measured study" in estimate(spec, tmp_path / "missing")

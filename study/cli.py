@@ -98,8 +98,9 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
 def cmd_run(a: argparse.Namespace) -> int:
     spec = load_spec(a.spec, tuple(a.set or ()))
     if a.name is not None:
+        source = spec.source  # the file and its --set items, for messages
         spec = spec.model_copy(update={"name": validate_study_name(a.name)})
-        spec._source = a.spec
+        spec._source = source
     paths = study_paths(a.dir, spec.name)
     if not a.address:
         check_resources(spec)  # the cluster's totals are checked again by the runner

@@ -265,5 +265,6 @@ def test_estimate_adds_up_the_measured_rates(tmp_path):
         {"inputs": {"spec": "search_spaces/gmm_smoke.yaml"}, "raw": {"timeline": timeline}}))
     spec = load_spec(SMOKE)  # 2 units, 1 tuned method, 2 trials: 10 + 2 x (20 + 2 x 4) + 4 = 70 s
     text = estimate(spec, tmp_path)
-    assert "about 70 s = start-up 10 s + 2 unit(s) x (shared stages 20 s + 1 tuned method(s) x 2 trials x 4.0 s)" in text
+    assert ("about 70 s = start-up 10 s + 2 unit(s) x (shared stages 20 s + 1 tuned method(s) x 2 trials x 4.0 s)"
+            in text)
     assert "none: no measured study" in estimate(spec, tmp_path / "missing")

@@ -10,9 +10,12 @@ One concept per module:
     study.yaml_io       the one YAML reader and writer
     study.paths         study names, the on-disk layout (unit labels, trial results, state.json)
     study.experiments   the experiment registry (one ``Experiment`` per testbed)
-    study.cli           the ``tgdp-study`` command line
+    study.cli           the ``tgdp-study`` command line (study.cli_help: examples, --version)
+    study.overrides     ``--set KEY=VALUE`` (``run --set`` on a spec, ``gmm --set`` on a config)
+    study.layout, study.estimate   ``run --dry-run``: what a study writes, its run time from measured rates
     running a study (driver)
     study.runner        run / resume: the lock, Ray, one Tune run per unit, reconciliation
+    study.extend        when a study is finished; ``resume --add-trials`` (a finished study extended)
     study.search        Optuna inside Tune (define-by-run, samplers, initial trials) and ASHA
     study.callback      the Tune callback: progress lines and the trials' MLflow runs
     study.runtime       the trial contract that crosses Ray (``TrialRuntime``, ``resolve``)

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from study import UserError
-from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
+from study.cli_help import add_examples, version
+from study.estimate import estimate
+from study.layout import describe_layout
+from study.paths import (
+    DEFAULT_STUDIES_DIR, StudyPaths, list_studies, open_study_dir, study_paths, validate_study_name,
+)
 from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
 
@@ -82,15 +87,20 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
         f"  concurrency  up to {r.max_concurrent_trials} trials = {r.max_concurrent_trials * r.trial_cpus:g} CPUs, "
         f"{r.max_concurrent_trials * r.trial_gpus:g} GPUs",
         f"  check        {fit}",
+        "",
+        describe_layout(spec, StudyPaths(study_dir)),
+        "",
+        estimate(spec),
     ]
     return "\n".join(lines)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    spec = load_spec(a.spec)
+    spec = load_spec(a.spec, tuple(a.set or ()))
     if a.name is not None:
+        source = spec.source  # the file and its --set items, for messages
         spec = spec.model_copy(update={"name": validate_study_name(a.name)})
-        spec._source = a.spec
+        spec._source = source
     paths = study_paths(a.dir, spec.name)
     if not a.address:
         check_resources(spec)  # the cluster's totals are checked again by the runner
@@ -106,8 +116,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
+    from study.extend import add_trials, resume_finished, study_finished
+
     paths = open_study_dir(a.dir)
-    read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
+    spec = read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
+    if a.add_trials:
+        spec = add_trials(paths, a.add_trials)
+    elif study_finished(paths, spec):  # nothing to run: no Ray, no lock
+        return resume_finished(paths, spec)
     from study.runner import resume_study
 
     return _finish(resume_study(paths.root, a.address, a.tracking_uri))
@@ -254,6 +270,7 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="Ray/Optuna/MLflow hyper-parameter studies of TGDP.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cluster_args(p: argparse.ArgumentParser) -> None:
@@ -263,13 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="start a study from a spec YAML")
     p.add_argument("spec", help="study spec (YAML), e.g. search_spaces/gmm.yaml")
     p.add_argument("--name", default=None, help="study name (default: the spec's name)")
-    p.add_argument("--dir", default=DEFAULT_STUDIES_DIR, help="parent of the study directory (default: %(default)s)")
+    p.add_argument("--dir", default=DEFAULT_STUDIES_DIR,
+                   help="the PARENT directory: the study is created in DIR/NAME (default: %(default)s); every "
+                   "other command takes that study directory DIR/NAME itself")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec key before validation, e.g. budget.trials_per_n=4 or "
+                   "fixed.guidance.width=256 (repeatable; YAML values; recorded in the study's spec.yaml)")
     cluster_args(p)
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan; create nothing")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("resume", help="continue an interrupted study")
+    p = sub.add_parser("resume", help="continue an interrupted study, or extend a finished one")
     p.add_argument("dir", help="study directory (holds spec.yaml)")
+    p.add_argument("--add-trials", type=_positive_int, default=None, metavar="K",
+                   help="extend a finished study: raise budget.trials_per_n by K (recorded in spec.yaml and "
+                   "spec.sha256) and run the K more trials per unit and method")
     cluster_args(p)
     p.set_defaults(func=cmd_resume)
 
@@ -322,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a simulated ECG data set: OUT --domain source|target --records N --seed S")
     sub.add_parser("ecg", add_help=False,
                    help="run the ECG experiment (all methods, a preset config) without a study; ecg --help")
+    add_examples(sub)
     return ap
 
 
@@ -337,7 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:  # argparse: --help (0) or a usage error (2, message already printed)
             return int(e.code or 0)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:  # `best ... | head -1`: the reader is gone, as it wished; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush finds no pipe
+        return 0
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

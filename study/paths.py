@@ -218,6 +218,9 @@ def study_paths(base_dir: str | Path, name: str) -> StudyPaths:
     base = Path(base_dir).expanduser().resolve()
     if base.exists() and not base.is_dir():
         raise StudyPathError(f"--dir {base}: not a directory (a study directory is created inside it)")
+    if StudyPaths(base).exists():  # `run --dir` takes the parent; every other verb takes the study itself
+        raise StudyPathError(f"--dir {base}: is a study directory; --dir takes the parent the study is created in "
+                             f"(e.g. --dir {base.parent}); to continue this study: tgdp-study resume {base}")
     root = (base / name).resolve()
     if root.parent != base:  # belt and braces: the name regex already forbids traversal
         raise StudyPathError(f"study name {name!r} escapes the study directory {base}")
@@ -232,7 +235,10 @@ def open_study_dir(path: str | Path) -> StudyPaths:
         raise StudyPathError(f"not a study directory: {root} ({why})")
     paths = StudyPaths(root)
     if not paths.spec.is_file():
-        raise StudyPathError(f"not a study directory: {root} (no spec.yaml)")
+        inside = [Path(path) / p.name for p in list_studies(root)]  # given the parent (e.g. studies/)? name them
+        hint = "" if not inside else (f"; did you mean {inside[0]}?" if len(inside) == 1 else
+                                      f"; it holds studies, did you mean one of {', '.join(map(str, inside))}?")
+        raise StudyPathError(f"not a study directory: {root} (no spec.yaml){hint}")
     return paths
 
 

@@ -12,7 +12,8 @@ Flow of ``run_study`` / ``resume_study`` (the driver holds ``<study>/lock`` thro
       (``study.search``: Optuna on ``optuna.db``, study ``<study>-<run>``; ASHA on the reported guidance
       epoch for tgdp / tgdp_reg, FIFO for methods that report once); on resume
       ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; (unit, method) runs that finished
-      (``trials/<run>/DONE``) are skipped; progress and MLflow runs from ``study.callback``;
+      (``trials/<run>/DONE`` at the spec's budget; ``study.extend``) are skipped; progress and MLflow runs
+      from ``study.callback``;
    d. reconciliation: every trial with a ``result.pt`` has a finalised MLflow run; Optuna trials left
       RUNNING by a killed driver (never handed to Tune) are marked FAIL.
 3. The report (``study.report.write_report``): test-draw table, figures, MLflow summary run.
@@ -31,6 +32,7 @@ from typing import Any, Iterator
 
 from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
+from study.extend import done_trials, mark_done, run_finished, tune_run
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
 from study.runtime import TrialRuntime, trial_runtime
@@ -128,7 +130,7 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
     parent = records.parent(label)
     tracker.set_status(parent, "RUNNING")
     methods = [(m, method_label(label, m)) for m in spec.tuned_methods]
-    if all(paths.done_marker(run).is_file() for _, run in methods):
+    if all(run_finished(paths, run, spec) for _, run in methods):
         print(f"[{label}] already finished; skipped", flush=True)
         tracker.set_status(parent, "FINISHED")
         return True
@@ -142,7 +144,7 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
     for m in exp.baselines:
         tracker.baseline_run(parent, label, cache.get("baseline", exp.baseline_key(m, rt.data, rt.base)))
     for method, run in methods:
-        if paths.done_marker(run).is_file():
+        if run_finished(paths, run, spec):
             print(f"[{run}] already finished; skipped", flush=True)
         elif not _run_tune(records, _runtime(spec, paths, cache, n, seed, method), run):
             return False
@@ -166,8 +168,8 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     from study.search import tune_config
     from study.trial import run_trial
 
-    spec, paths, tracker = records.spec, records.paths, records.tracker
-    exp_name = run_name(spec, run)
+    paths, tracker = records.paths, records.tracker
+    exp_name, spec = tune_run(records.spec, paths, run)  # the whole budget, or the trials --add-trials added
     exp_path = paths.ray / exp_name
     # the runtime travels by tune.with_parameters (object store), never in the Tune config: re-bound on restore
     trainable = tune.with_resources(tune.with_parameters(run_trial, runtime=rt), {"cpu": spec.resources.cpus_per_trial})
@@ -191,12 +193,10 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
         return False
     for t in trials:  # reconcile: every trial's MLflow run finalised (callbacks may have been missed)
         records.finalize(run, t.trial_id, t.config, t.last_result, "FAILED" if t.status == "ERROR" else "FINISHED")
-    orphans = _mark_orphans_failed(paths, exp_name)
+    orphans = _mark_orphans_failed(paths, run_name(spec, run))
     if orphans:
         print(f"[{run}] {orphans} Optuna trial(s) left RUNNING by an interrupted driver marked FAIL", flush=True)
-    done = paths.done_marker(run)
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(f"{len(trials)} trials\n")
+    mark_done(paths, run, records.spec, done_trials(paths, run) + len(trials))
     return True
 
 

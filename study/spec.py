@@ -332,10 +332,14 @@ def parse_spec(data: Any, file: str = "<spec>") -> StudySpec:
     return spec
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file (``yaml.safe_load`` semantics, bounded: ``study.yaml_io``); ``SpecError``."""
+def load_spec(path: str | Path, sets: tuple[str, ...] = ()) -> StudySpec:
+    """Read and validate a spec file (``yaml.safe_load`` semantics, bounded: ``study.yaml_io``), ``--set
+    KEY=VALUE`` items applied before validation (``study.overrides``); raises ``SpecError``."""
+    from study.overrides import apply_spec_overrides, overrides_label
+
     p = Path(path)
-    return parse_spec(read_yaml(read_text_file(p), str(p)), str(p))
+    label = overrides_label(str(p), sets)
+    return parse_spec(apply_spec_overrides(read_yaml(read_text_file(p), str(p)), sets, label), label)
 
 
 def spec_dict(spec: StudySpec) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from study.cli_help import EXAMPLES
 from tgdp import stages
 from tgdp.config import to_dict
 from tgdp.ecg_config import ECGDataConfig
@@ -75,17 +76,29 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="CPSC2018 directory")
     p.add_argument("--n", type=_number, nargs="+", default=[10, 100], help="limited target sizes (count or fraction)")
     p.add_argument("--seed", type=int, default=0, help="split, stage, utility and (with --sim) simulator seed")
-    p.add_argument("--out", default="ecg_results", help="output directory")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--val", type=_number, default=0.2)
-    p.add_argument("--test", type=_number, default=0.2)
-    p.add_argument("--sim-dir", default="")
-    p.add_argument("--sim-source-records", type=int, default=400)
-    p.add_argument("--sim-target-records", type=int, default=600)
-    p.add_argument("--source-limit", type=int, default=0)
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--out", default="ecg_results", help="output directory (default: %(default)s)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="stage sizes and iterations: micro (tests, seconds), cpu (2 CPU cores, minutes per n), "
+                   "paper (the paper's SSSD and iterations, a GPU) (default: %(default)s)")
+    p.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(METHODS), metavar="METHOD",
+                   help=f"methods to run, of {', '.join(ALL_METHODS)} (default: {' '.join(METHODS)})")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default: %(default)s)")
+    p.add_argument("--val", type=_number, default=0.2,
+                   help="validation split of the target records: a count or a fraction (default: %(default)s)")
+    p.add_argument("--test", type=_number, default=0.2,
+                   help="test split of the target records: a count or a fraction (default: %(default)s)")
+    p.add_argument("--sim-dir", default="",
+                   help="--sim: cache of simulated data sets (default: $TGDP_ECG_SIM_DIR or <tmp>/tgdp-ecg-sim)")
+    p.add_argument("--sim-source-records", type=int, default=400,
+                   help="--sim: simulated PTB-XL-like source records (default: %(default)s)")
+    p.add_argument("--sim-target-records", type=int, default=600,
+                   help="--sim: simulated CPSC-like target records, the pool for n + val + test "
+                   "(default: %(default)s)")
+    p.add_argument("--source-limit", type=int, default=0,
+                   help="read at most this many source records (default: 0 = all)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and list) unreadable records instead of failing")
     p.add_argument("--verbose", action="store_true", help="print every stage report (losses per report interval)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0 = torch's default; 1 is much faster on a shared, busy box)")
@@ -132,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry of ``tgdp-study ecg`` (and ``python -m study.programs.ecg``): parse ``argv``, run, exit status."""
-    p = argparse.ArgumentParser(prog="tgdp-study ecg", description=DESCRIPTION)
+    p = argparse.ArgumentParser(prog="tgdp-study ecg", description=DESCRIPTION, epilog=EXAMPLES["ecg"],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(p)
     return run(p.parse_args(argv))
 

@@ -47,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry of ``tgdp-study make-ecg-sim``: ``main(["OUT", "--domain", "source", "--records", "100"])``."""
-    parser = argparse.ArgumentParser(prog="make-ecg-sim", description=DESCRIPTION)
+    from study.cli_help import EXAMPLES
+
+    parser = argparse.ArgumentParser(prog="make-ecg-sim", description=DESCRIPTION, epilog=EXAMPLES["make-ecg-sim"],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -27,7 +27,7 @@ import torch
 
 from study.experiments.gmm import GMMExperiment
 from study.experiments.gmm_defaults import default_config
-from study.yaml_io import parse_scalar
+from study.overrides import split_override
 from tgdp import metrics, sampling, seeds, stages
 from tgdp.config import GMMConfig, TGDPConfig, from_dict, to_dict
 from tgdp.data.gmm import GMMTask
@@ -104,9 +104,7 @@ def apply_overrides(cfg: TGDPConfig, overrides: list[str]) -> TGDPConfig:
     scalars, read as the spec reader reads them (``guidance.lr=1e-3`` is the float 0.001)."""
     tree = to_dict(cfg)
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. guidance.width=256")
+        key, value = split_override(item, example="guidance.width=256")
         *parents, leaf = key.split(".")
         node = tree
         for part in parents:
@@ -115,7 +113,7 @@ def apply_overrides(cfg: TGDPConfig, overrides: list[str]) -> TGDPConfig:
             node = node[part]
         if leaf not in node:
             raise ValueError(f"--set {item!r}: unknown key {key!r}; allowed: {sorted(node)}")
-        node[leaf] = parse_scalar(raw, f"--set {item}")
+        node[leaf] = value
     return from_dict(TGDPConfig, tree)
 
 

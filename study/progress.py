@@ -86,8 +86,8 @@ class Progress:
         from tqdm import tqdm
 
         self._close_bar()
-        fmt = ("{desc} {n_fmt}/{total_fmt} trials |{bar:12}| {elapsed}<{remaining} {postfix}" if total
-               else "{desc} {elapsed} {postfix}")
+        fmt = ("{desc} {n_fmt}/{total_fmt} trials |{bar:12}| {elapsed}<{remaining}{postfix}" if total
+               else "{desc} {elapsed}{postfix}")
         self.bar = tqdm(total=total, desc=desc, file=self.stream, bar_format=fmt, dynamic_ncols=True, leave=False)
         self._start_ticker(self.bar.refresh, TICK_S)
 

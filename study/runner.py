@@ -12,7 +12,8 @@ Flow of ``run_study`` / ``resume_study`` (the driver holds ``<study>/lock`` thro
       (``study.search``: Optuna on ``optuna.db``, study ``<study>-<run>``; ASHA on the reported guidance
       epoch for tgdp / tgdp_reg, FIFO for methods that report once); on resume
       ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; (unit, method) runs that finished
-      (``trials/<run>/DONE``) are skipped; progress and MLflow runs from ``study.callback``;
+      (``trials/<run>/DONE``) are skipped; MLflow runs from ``study.callback``, which also feeds the
+      live progress (``study.progress``: unit k/N, trial k/N, heartbeat; ``study.console`` keeps the rest quiet);
    d. reconciliation: every trial with a ``result.pt`` has a finalised MLflow run; Optuna trials left
       RUNNING by a killed driver (never handed to Tune) are marked FAIL.
 3. The report (``study.report.write_report``): test-draw table, figures, MLflow summary run.

@@ -34,7 +34,7 @@ def configure(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow configures its loggers
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,12 +48,15 @@ def ray_logging_level(verbose: bool) -> int:
 
 
 def startup_lines(name: str, root: str, tracking_uri: str, dashboard_url: str | None, prog: str) -> list[str]:
-    """Where to look, printed once when a study starts: results, the MLflow UI command, the Ray dashboard."""
+    """Where to look, printed once when a study starts: results, the MLflow UI command, the Ray dashboard
+    (``dashboard_url`` as Ray gives it, without a scheme; None or empty when Ray runs without one)."""
+    if dashboard_url and "://" not in dashboard_url:
+        dashboard_url = "http://" + dashboard_url
+    tracking = "" if tracking_uri.startswith("sqlite:") else f"  (tracking {tracking_uri})"
     return [f"study {name}",
             f"  results        {root}  (`{prog} status {root}`)",
-            f"  MLflow UI      {prog} ui {root}" + ("" if tracking_uri.startswith("sqlite:") else
-                                                   f"  (tracking {tracking_uri})"),
-            f"  Ray dashboard  {'http://' + dashboard_url if dashboard_url and '://' not in dashboard_url else dashboard_url or 'not running'}"]
+            f"  MLflow UI      {prog} ui {root}{tracking}",
+            f"  Ray dashboard  {dashboard_url or 'not running'}"]
 
 
 __all__ = ["configure", "ray_logging_level", "startup_lines"]

@@ -26,6 +26,17 @@ class StudyCallback(Callback):
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)
 
+    def _shown(self, result: dict) -> dict:
+        """The value a progress line shows: the objective, or on an in-training proxy report (ECG: the objective
+        is NaN there) the proxy ASHA stops on, named."""
+        spec = self._records().spec
+        if not result.get("proxy"):
+            return {"value": result.get(spec.metrics[0])}
+        from study.experiments import experiment_for
+
+        proxy, _ = experiment_for(spec).asha_metric()
+        return {"value": result.get(proxy), "metric": proxy}
+
     @staticmethod
     def _k(trials, trial) -> int:
         """The trial's number k of k/N in its Tune run (creation order; restored trials keep theirs)."""
@@ -37,9 +48,8 @@ class StudyCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and not result.get("final"):
-            metric = self._records().spec.metrics[0]
             PROGRESS[self.root].trial_epoch(self._k(trials, trial), trial.trial_id, int(result["epoch"]),
-                                            result.get(metric))
+                                            **self._shown(result))
             keep = {k: v for k, v in result.items() if k not in ("epoch", "training_iteration", "time_this_iter_s",
                                                                    "time_total_s", "timestamp", "pid", "proxy")}
             self._records().tracker.log_metrics(self._run(trial), keep, step=int(result["epoch"]))
@@ -50,7 +60,7 @@ class StudyCallback(Callback):
         last = trial.last_result or {}
         outcome = FINISHED if last.get("final") else STOPPED
         PROGRESS[self.root].trial_ended(self._k(trials, trial), trial.trial_id, outcome, last.get("epoch"),
-                                        last.get(records.spec.metrics[0]))
+                                        **self._shown(last))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._records().finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FAILED")

@@ -168,22 +168,25 @@ class Progress:
         self._postfix()
         self.line(f"{self._name(k, trial_id)} running: {short_params(params) or '(fixed config)'}")
 
-    def trial_epoch(self, k: int, trial_id: str, epoch: int, value: Any) -> None:
-        """A guidance epoch reported (the final evaluation reports epoch max_epochs + 1: not an epoch)."""
+    def trial_epoch(self, k: int, trial_id: str, epoch: int, value: Any, metric: str | None = None) -> None:
+        """A guidance epoch reported (the final evaluation reports epoch max_epochs + 1: not an epoch);
+        ``metric``: the name of ``value`` when it is not the objective (an in-training proxy)."""
         if epoch > self.max_epochs:
             return
         self.running[trial_id] = (f"epoch {epoch}/{self.max_epochs}" if epoch < self.max_epochs
                                   else "final evaluation")
         self._postfix()
         if not self.live:
-            self.line(f"{self._name(k, trial_id)} epoch {epoch}/{self.max_epochs}: {self.metric}={_num(value)}")
+            self.line(f"{self._name(k, trial_id)} epoch {epoch}/{self.max_epochs}: {metric or self.metric}="
+                      f"{_num(value)}")
 
     def trial_ended(self, k: int, trial_id: str, outcome: str, epoch: int | None, value: Any,
-                    note: str = "") -> None:
-        """``outcome``: ``study.outcomes`` FINISHED, STOPPED or FAILED; ``note``: appended (where to look)."""
+                    note: str = "", metric: str | None = None) -> None:
+        """``outcome``: ``study.outcomes`` FINISHED, STOPPED or FAILED; ``note``: appended (where to look);
+        ``metric``: the name of ``value`` when it is an in-training proxy (it then never counts as the best)."""
         self.running.pop(trial_id, None)
         self.done += 1
-        if outcome != FAILED and isinstance(value, (int, float)) and value == value:
+        if outcome != FAILED and metric is None and isinstance(value, (int, float)) and value == value:
             sign = 1 if self.minimize else -1
             best = self.best.get(self.run)
             if best is None or sign * value < sign * best[0]:
@@ -191,7 +194,7 @@ class Progress:
         what = f"stopped early at epoch {epoch}" if outcome == STOPPED else outcome
         best = self.best.get(self.run)
         tail = f" | best {self.metric}={_num(best[0])} ({best[1]})" if best else ""
-        shown = f" {note}" if outcome == FAILED else f": {self.metric}={_num(value)}"
+        shown = f" {note}" if outcome == FAILED else f": {metric or self.metric}={_num(value)}"
         with self._lock:
             if self.bar is not None:
                 self.bar.update(1)

@@ -111,3 +111,17 @@ def test_the_live_view_renders_in_a_pseudo_terminal():
 
 def test_clock():
     assert [clock(s) for s in (5, 65, 3725)] == ["5s", "1m05s", "1h02m"]
+
+
+def test_a_proxy_value_is_named_and_never_the_best():
+    out = io.StringIO()
+    p = progress(out)
+    p.unit(1, "n10", 10, 0)
+    p.run_start("n10", "tgdp", resumed=False)
+    p.trial_epoch(1, "aaaa0001", 1, 0.5, metric="feat_energy")
+    p.trial_ended(1, "aaaa0001", STOPPED, 1, 0.5, metric="feat_energy")
+    lines = out.getvalue().splitlines()
+    # guards ECG's in-training proxy (the objective is NaN on those reports): shown under its own name, and a
+    # stopped trial's proxy is not the objective's best so far
+    assert "[unit 1/2 n10] tgdp trial 1/2 aaaa0001 epoch 1/2: feat_energy=0.5" in lines
+    assert "stopped early at epoch 1: feat_energy=0.5 | 1/4 trials" in lines[-1], lines[-1]

@@ -1,21 +1,24 @@
-"""The Tune callback of a running study: progress lines and the trials' MLflow runs, in the driver."""
+"""The Tune callback of a running study: progress events (``study.progress``) and the trials' MLflow runs, in
+the driver."""
 
 from __future__ import annotations
 
 from ray.tune import Callback
 
+from study.outcomes import FAILED, FINISHED, STOPPED
+from study.progress import LIVE as PROGRESS
 from study.trial_records import TrialRecords
 
 LIVE: dict[str, TrialRecords] = {}  # study root -> the running driver's records (the callback is pickled)
 
 
 class StudyCallback(Callback):
-    """Prints progress and logs trial runs to MLflow. Pickled into the Tune experiment, so it holds only
-    names; the live ``TrialRecords`` come from ``LIVE`` (a resumed driver may use another tracking URI)."""
+    """Feeds the progress and logs trial runs to MLflow. Pickled into the Tune experiment, so it holds only
+    names; the live ``TrialRecords`` and ``Progress`` come from the registries (a resumed driver may use another
+    tracking URI)."""
 
     def __init__(self, root: str, label: str) -> None:
         self.root, self.label = root, label
-        self.best: tuple[float, str] | None = None
 
     def _records(self) -> TrialRecords:
         return LIVE[self.root]
@@ -23,13 +26,30 @@ class StudyCallback(Callback):
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)
 
+    def _shown(self, result: dict) -> dict:
+        """The value a progress line shows: the objective, or on an in-training proxy report (ECG: the objective
+        is NaN there) the proxy ASHA stops on, named."""
+        spec = self._records().spec
+        if not result.get("proxy"):
+            return {"value": result.get(spec.metrics[0])}
+        from study.experiments import experiment_for
+
+        proxy, _ = experiment_for(spec).asha_metric()
+        return {"value": result.get(proxy), "metric": proxy}
+
+    @staticmethod
+    def _k(trials, trial) -> int:
+        """The trial's number k of k/N in its Tune run (creation order; restored trials keep theirs)."""
+        return next((i for i, t in enumerate(trials, 1) if t is trial), len(trials))
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
-        print(f"[{self.label}] trial {trial.trial_id} started: {shown or '(fixed config)'}", flush=True)
+        PROGRESS[self.root].trial_started(self._k(trials, trial), trial.trial_id, trial.config)
         self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and not result.get("final"):
+            PROGRESS[self.root].trial_epoch(self._k(trials, trial), trial.trial_id, int(result["epoch"]),
+                                            **self._shown(result))
             keep = {k: v for k, v in result.items() if k not in ("epoch", "training_iteration", "time_this_iter_s",
                                                                    "time_total_s", "timestamp", "pid", "proxy")}
             self._records().tracker.log_metrics(self._run(trial), keep, step=int(result["epoch"]))
@@ -37,21 +57,15 @@ class StudyCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         records = self._records()
         records.finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FINISHED")
-        metric = records.spec.metrics[0]
-        value = (trial.last_result or {}).get(metric)
-        early = not (trial.last_result or {}).get("final")
-        if isinstance(value, (int, float)):
-            sign = 1 if records.spec.directions[0] == "minimize" else -1
-            if self.best is None or sign * value < sign * self.best[0]:
-                self.best = (value, trial.trial_id)
-        best = f"best so far {metric}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
-        what = f"stopped early at epoch {trial.last_result.get('epoch')}" if early and trial.last_result else "finished"
-        print(f"[{self.label}] trial {trial.trial_id} {what}: {metric}={value if value is None else f'{value:.4g}'}"
-              f"  | {best}", flush=True)
+        last = trial.last_result or {}
+        outcome = FINISHED if last.get("final") else STOPPED
+        PROGRESS[self.root].trial_ended(self._k(trials, trial), trial.trial_id, outcome, last.get("epoch"),
+                                        **self._shown(last))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._records().finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FAILED")
-        print(f"[{self.label}] trial {trial.trial_id} FAILED (see {self.root}/ray)", flush=True)
+        PROGRESS[self.root].trial_ended(self._k(trials, trial), trial.trial_id, FAILED, None, None,
+                                        note=f"(see {self.root}/ray)")
 
     def __getstate__(self):
-        return {"root": self.root, "label": self.label, "best": None}
+        return {"root": self.root, "label": self.label}

@@ -112,7 +112,7 @@ def cmd_run(a: argparse.Namespace) -> int:
                         "or choose another --name)")
     from study.runner import run_study
 
-    return _finish(run_study(spec, paths.root, a.address, a.tracking_uri))
+    return _finish(run_study(spec, paths.root, a.address, a.tracking_uri, verbose=a.verbose))
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
@@ -126,7 +126,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
         return resume_finished(paths, spec)
     from study.runner import resume_study
 
-    return _finish(resume_study(paths.root, a.address, a.tracking_uri))
+    return _finish(resume_study(paths.root, a.address, a.tracking_uri, verbose=a.verbose))
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -276,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     def cluster_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--address", default=None, help="join an existing Ray cluster (default: local ray.init)")
         p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: <study>/mlflow.db)")
+        p.add_argument("--verbose", action="store_true",
+                       help="also print Ray Tune's tables and the INFO lines of Ray, Optuna and MLflow")
 
     p = sub.add_parser("run", help="start a study from a spec YAML")
     p.add_argument("spec", help="study spec (YAML), e.g. search_spaces/gmm.yaml")

@@ -78,7 +78,9 @@ class RayReporter:
             ck = None
             if D.is_rank_zero():
                 torch.save({"states": self.states, "rows": self.rows}, Path(d) / CKPT_FILE)
-                ck = ray.train.Checkpoint.from_directory(d)
+                # the Checkpoint class of the API that reports it: ray.train's passed to tune.report is deprecated
+                # (a RayDeprecationWarning from every trial process)
+                ck = (ray.train.Checkpoint if self.mode == "train" else tune.Checkpoint).from_directory(d)
             if self.mode == "train":
                 ray.train.report(metrics, checkpoint=ck)
             else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from typing import Any, Callable
 from study import UserError
 from study.experiments import experiment_for
 from study.method_spaces import TGDP
+from study.outcomes import counts_line, outcome_columns, short_params
 from study.paths import StudyPaths, method_label, method_runs, units
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
@@ -49,13 +49,18 @@ def best_trial(study, spec: StudySpec, finished: Callable[[Any], bool] | None = 
     """The best COMPLETE trial (multi-objective: the Pareto trial best on the first objective), or None.
 
     With ``finished``, only trials that ran to their final evaluation compete when there are any: an
-    ASHA-stopped trial's value is an epoch-E' proxy on fewer samples, and it has no test-draw result.
-    ``strict``: never fall back to those (None when no trial finished), for choices compared across units."""
+    ASHA-stopped trial's value is an epoch-E' proxy on fewer samples, and it has no test-draw result (older
+    studies stored such trials COMPLETE). With no COMPLETE trial, the PRUNED ones (stopped early; their value is
+    their last in-training value) stand in: ``status`` shows the best so far, the report no row for it.
+    ``strict``: never fall back to stopped trials (None when no trial finished), for choices compared across units."""
     import optuna
 
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+    state = optuna.trial.TrialState
+    done = [t for t in study.trials if t.state == state.COMPLETE and t.values]
     if finished is not None:
         done = [t for t in done if finished(t)] or ([] if strict else done)
+    if not done and not strict:
+        done = [t for t in study.trials if t.state == state.PRUNED and t.values]
     if not done:
         return None
     front = {t.number for t in study.best_trials} if spec.multi_objective else set()
@@ -85,22 +90,20 @@ def status(study_dir: str | Path) -> str:
     spec = read_study_spec(paths)
     lines = [f"study {spec.name}  ({paths.root})", f"objective: " +
              ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
+    width = 1 + max(len(label) for *_, label in method_runs(spec))  # the counts line up as a table
     for n, seed, unit, method, label in method_runs(spec):
         study = _load_study(paths, f"{spec.name}-{label}")
         if study is None:
-            lines.append(f"  {label}: not started")
+            lines.append(f"  {label + ':':<{width}} not started")
             continue
-        counts: dict[str, int] = {}
-        for t in study.trials:
-            counts[t.state.name] = counts.get(t.state.name, 0) + 1
-        shown = ", ".join(f"{c} {s.lower()}" for s, c in sorted(counts.items())) or "no trials yet"
-        lines.append(f"  {label}: {shown} (of {spec.budget.trials_per_n})"
+        shown = counts_line(study.trials, _finished(paths, label)) if study.trials else "no trials yet"
+        lines.append(f"  {label + ':':<{width}} {shown} (of {spec.budget.trials_per_n})"
                      + ("  [done]" if paths.done_marker(label).is_file() else ""))
         b = best_trial(study, spec, _finished(paths, label))
         if b is not None:
             vals = ", ".join(f"{m}={_fmt(v)}" for m, v in zip(spec.metrics, b.values))
             lines.append(f"    best: trial #{b.number} ({b.user_attrs.get('tune_trial_id', '?')}) {vals}  "
-                         f"params {json.dumps(b.params, default=str)}")
+                         f"params {short_params(b.params)}")
     return "\n".join(lines)
 
 
@@ -169,10 +172,13 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
             if study is None:
                 continue
             studies.append((label, study))
+            finished = _finished(paths, label)
             for t in study.trials:
+                test = (_result(paths, label, t) or {}).get("test") if finished(t) else None
                 trial_rows.append({"n": n, "seed": seed, "method": method, "number": t.number,
                                    "tune_trial_id": t.user_attrs.get("tune_trial_id", ""),
                                    "initial": bool(t.user_attrs.get("initial_trial")), "state": t.state.name,
+                                   **outcome_columns(t, finished, test, spec.metrics),
                                    **dict(zip(spec.metrics, t.values or [])),
                                    **{f"param.{k}": v for k, v in t.params.items()}})
             b = best_trial(study, spec, _finished(paths, label))

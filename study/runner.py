@@ -12,8 +12,9 @@ Flow of ``run_study`` / ``resume_study`` (the driver holds ``<study>/lock`` thro
       (``study.search``: Optuna on ``optuna.db``, study ``<study>-<run>``; ASHA on the reported guidance
       epoch for tgdp / tgdp_reg, FIFO for methods that report once); on resume
       ``Tuner.restore(resume_unfinished=True, resume_errored=True)``; (unit, method) runs that finished
-      (``trials/<run>/DONE`` at the spec's budget; ``study.extend``) are skipped; progress and MLflow runs
-      from ``study.callback``;
+      (``trials/<run>/DONE`` at the spec's budget; ``study.extend``) are skipped; MLflow runs from
+      ``study.callback``, which also feeds the live progress (``study.progress``: unit k/N, trial k/N, heartbeat;
+      ``study.console`` keeps the rest quiet);
    d. reconciliation: every trial with a ``result.pt`` has a finalised MLflow run; Optuna trials left
       RUNNING by a killed driver (never handed to Tune) are marked FAIL.
 3. The report (``study.report.write_report``): test-draw table, figures, MLflow summary run.
@@ -35,6 +36,7 @@ from study.cache import StageCache, classifier_key, classifier_searched, resolve
 from study.extend import done_trials, mark_done, run_finished, tune_run
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
+from study.progress import LIVE as PROGRESS, Progress
 from study.runtime import TrialRuntime, trial_runtime
 from study.spec import StudySpec, check_resources, read_study_spec, resource_issues, write_spec
 from study.trial_records import TrialRecords
@@ -63,25 +65,28 @@ def study_lock(paths: StudyPaths) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _init_ray(spec: StudySpec, address: str | None) -> bool:
-    """Start or join Ray; returns True when we started it (and so shut it down)."""
+def _init_ray(spec: StudySpec, address: str | None, verbose: bool = False) -> tuple[bool, str | None]:
+    """Start or join Ray; returns (True when we started it, and so shut it down; the dashboard's address)."""
     import ray
+
+    from study.console import ray_logging_level
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     from study.trial import quiet_ray_logs
 
     quiet_ray_logs()
-    started = False
+    started, context = False, None
+    quiet = {"log_to_driver": True, "logging_level": ray_logging_level(verbose)}
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, log_to_driver=True)
+            context = ray.init(address=address, **quiet)
         else:
             r = spec.resources
             # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
-            ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
-                     num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True)
+            context = ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
+                               num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, **quiet)
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
@@ -91,7 +96,13 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
             ray.shutdown()
         from study import SpecError
         raise SpecError(spec.source, issues)
-    return started
+    url = getattr(context, "dashboard_url", None)
+    if url is None:  # joined, or already initialised by the caller (tests)
+        try:
+            url = ray._private.worker.get_dashboard_url()
+        except Exception:  # noqa: BLE001 - private API; the start-up line then says "not running"
+            url = None
+    return started, url
 
 
 def _mark_orphans_failed(paths: StudyPaths, study_name: str) -> int:
@@ -127,25 +138,24 @@ def _run_unit(records: TrialRecords, cache: StageCache, n: int, seed: int, label
     from study.trial import run_shared
 
     spec, paths, tracker = records.spec, records.paths, records.tracker
+    progress = PROGRESS[str(paths.root)]
     parent = records.parent(label)
     tracker.set_status(parent, "RUNNING")
     methods = [(m, method_label(label, m)) for m in spec.tuned_methods]
     if all(run_finished(paths, run, spec) for _, run in methods):
-        print(f"[{label}] already finished; skipped", flush=True)
+        progress.skipped("unit", spec.budget.trials_per_n * len(methods))
         tracker.set_status(parent, "FINISHED")
         return True
     rt = _runtime(spec, paths, cache, n, seed, TGDP)
     exp = experiment_for(spec)
     if shared_missing(exp, rt, cache):
-        print(f"[{label}] shared stages (source, classifier, baselines) -> {cache.root}", flush=True)
-        t0 = time.time()
-        run_shared(rt, name=f"{run_name(spec, label)}-shared")
-        print(f"[{label}] shared stages done in {time.time() - t0:.1f} s", flush=True)
+        with progress.shared(f"source model, classifier, baselines -> {cache.root}"):
+            run_shared(rt, name=f"{run_name(spec, label)}-shared")
     for m in exp.baselines:
         tracker.baseline_run(parent, label, cache.get("baseline", exp.baseline_key(m, rt.data, rt.base)))
     for method, run in methods:
         if run_finished(paths, run, spec):
-            print(f"[{run}] already finished; skipped", flush=True)
+            progress.skipped(method, spec.budget.trials_per_n)
         elif not _run_tune(records, _runtime(spec, paths, cache, n, seed, method), run):
             return False
     tracker.set_status(parent, "FINISHED")
@@ -174,16 +184,20 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     # the runtime travels by tune.with_parameters (object store), never in the Tune config: re-bound on restore
     trainable = tune.with_resources(tune.with_parameters(run_trial, runtime=rt), {"cpu": spec.resources.cpus_per_trial})
     t0 = time.time()
-    if tune.Tuner.can_restore(str(exp_path)):
-        print(f"[{run}] resuming Tune run {exp_path}", flush=True)
+    progress = PROGRESS[str(paths.root)]
+    resumed = tune.Tuner.can_restore(str(exp_path))
+    if resumed:
         tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
                                                      callbacks=[StudyCallback(str(paths.root), run)]))
-    print(f"[{run}] Tune run {exp_name}: {spec.budget.trials_per_n} trials of {rt.method}", flush=True)
-    with _sigint_watch() as interrupted:
-        grid = tuner.fit()
+    progress.run_start(run, rt.method, resumed)
+    try:
+        with _sigint_watch() as interrupted:
+            grid = tuner.fit()
+    finally:
+        progress.run_end()
     if interrupted():  # Tune stops gracefully on Ctrl-C and returns as if done: the unit is NOT finished
         return False
     trials = grid._experiment_analysis.trials
@@ -232,7 +246,11 @@ def _sigint_watch() -> Iterator[Any]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri: str | None, resume: bool) -> int:
+def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri: str | None, resume: bool,
+           verbose: bool = False) -> int:
+    from study import console
+
+    console.configure(verbose)  # before MLflow, Optuna and Ray print anything
     import ray
 
     from study.callback import LIVE
@@ -255,11 +273,14 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
         records = TrialRecords(tracker, paths, spec)
         cache = StageCache(state["cache_dir"])
         LIVE[str(paths.root)] = records
-        started = _init_ray(spec, address)
+        started, dashboard = _init_ray(spec, address, verbose)
         t0 = time.time()
-        print(f"study {spec.name}: {paths.root} (MLflow {state['tracking_uri']})", flush=True)
+        print("\n".join(console.startup_lines(spec.name, str(paths.root), state["tracking_uri"], dashboard, PROG)),
+              flush=True)
+        progress = PROGRESS[str(paths.root)] = _progress(spec)
         try:
-            for n, seed, label in units(spec):
+            for k, (n, seed, label) in enumerate(units(spec), 1):
+                progress.unit(k, label, n, seed)
                 if not _run_unit(records, cache, n, seed, label):
                     print(f"\ninterrupted. Resume with:  {PROG} resume {paths.root}", flush=True)
                     return 130
@@ -268,6 +289,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             return 130
         finally:
             LIVE.pop(str(paths.root), None)
+            PROGRESS.pop(str(paths.root)).close()
             if started:
                 ray.shutdown()
         print(f"study {spec.name}: all units done in {time.time() - t0:.1f} s", flush=True)
@@ -276,8 +298,14 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
         return 0
 
 
+def _progress(spec: StudySpec) -> Progress:
+    return Progress(units=len(units(spec)), trials_per_run=spec.budget.trials_per_n,
+                    runs_per_unit=len(spec.tuned_methods), metric=spec.metrics[0],
+                    minimize=spec.directions[0] == "minimize", max_epochs=spec.max_epochs)
+
+
 def run_study(spec: StudySpec, study_dir: str | Path, address: str | None = None,
-              tracking_uri: str | None = None) -> int:
+              tracking_uri: str | None = None, verbose: bool = False) -> int:
     """Create the study directory (spec.yaml) and run every unit; returns the exit code."""
     from study.experiments import experiment_for
 
@@ -286,17 +314,18 @@ def run_study(spec: StudySpec, study_dir: str | Path, address: str | None = None
         check_resources(spec)
     experiment_for(spec)  # refuse an experiment the runner cannot run before anything is written
     write_spec(spec, paths)
-    return _drive(paths, spec, address, tracking_uri, resume=False)
+    return _drive(paths, spec, address, tracking_uri, resume=False, verbose=verbose)
 
 
-def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri: str | None = None) -> int:
+def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri: str | None = None,
+                 verbose: bool = False) -> int:
     """Continue an interrupted study: finished units are kept, unfinished Tune runs restored."""
     from study.experiments import experiment_for
 
     paths = open_study_dir(study_dir)
     spec = read_study_spec(paths)
     experiment_for(spec)
-    return _drive(paths, spec, address, tracking_uri, resume=True)
+    return _drive(paths, spec, address, tracking_uri, resume=True, verbose=verbose)
 
 
 __all__ = ["PROG", "resume_study", "run_study", "study_lock", "units"]

@@ -19,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
 
 from study.method_spaces import TGDP, trains_guidance
+from study.outcomes import STOP_EPOCH
 from study.paths import StudyPaths, run_name
 from study.space import SAMPLERS, SWITCH_CHOICES, Space, initial_trial_params, switch_name
 from study.spec import StudySpec
@@ -137,7 +138,8 @@ def enqueue_initial_trials(spec: StudySpec, storage: Any, study_name: str, metho
 
 
 class TaggingOptunaSearch(_OptunaSearch):
-    """OptunaSearch that records ``tune_trial_id`` on each Optuna trial (reports join on it)."""
+    """OptunaSearch that records ``tune_trial_id`` on each Optuna trial (reports join on it) and tells a trial
+    stopped early PRUNED."""
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
@@ -159,8 +161,17 @@ class TaggingOptunaSearch(_OptunaSearch):
             pass
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        # A trial stopped by ASHA on a proxy report has no objective value: Optuna records it PRUNED.
-        super().on_trial_complete(trial_id, None if result and result.get("proxy") else result, error)
+        """A trial that ended before its final evaluation (no ``"final"`` in its last report: ASHA or the time
+        budget stopped it) is told PRUNED, not COMPLETE: its in-training value (epoch e, fewer samples) stays
+        an intermediate value (Optuna gives a PRUNED trial its last one as value) and TPE does not take it for
+        a final result; ``stop_epoch`` records the epoch it reached (``study.outcomes``). A trial stopped on a
+        proxy report (ECG) has no intermediate value and so no value."""
+        if not error and result is not None and not result.get("final"):
+            ot = self._ot_trials.get(trial_id)
+            if ot is not None and "epoch" in result:
+                ot.set_user_attr(STOP_EPOCH, int(result["epoch"]))
+            result = None  # OptunaSearch tells a trial without a result PRUNED
+        super().on_trial_complete(trial_id, result, error)
 
 
 class KeepInitialTrialsASHA(ASHAScheduler):

@@ -37,9 +37,29 @@ def quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _ignore_stop_exit() -> None:
+    """When ASHA stops a trial, Ray ends its training thread with ``sys.exit(0)`` inside the report call; the
+    SystemExit then also surfaces where Python cannot raise it (finalisers of the unwound frames) as an
+    "Exception ignored ... SystemExit" traceback in the driver's console. That one is expected: drop it,
+    print every other unraisable exception as Python does."""
+    import sys
+
+    if getattr(sys.unraisablehook, "_study", False):
+        return
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+
+    hook._study = True
+    sys.unraisablehook = hook
+
+
 def _setup(rt: TrialRuntime) -> torch.device:
     """Quiet logs, the worker's torch threads, and its device."""
     quiet_ray_logs()
+    _ignore_stop_exit()
     torch.set_num_threads(rt.threads)
     if rt.use_gpu:
         import ray.train.torch
@@ -92,6 +112,7 @@ def run_trial(config: dict[str, Any], runtime: TrialRuntime) -> None:
     from ray import tune
 
     quiet_ray_logs()
+    _ignore_stop_exit()
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
     done = Path(runtime.trial_dir(trial_id)) / RESULT_FILE

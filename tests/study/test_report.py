@@ -7,7 +7,8 @@ What a finished (or interrupted) study holds and the report reads, written here 
   ``method_label``), its trials asked and told as ``OptunaSearch`` does: the spec's space suggested by
   ``study.search.define_by_run`` on an enqueued point, the user attrs ``tune_trial_id`` (``TaggingOptunaSearch``)
   and ``initial_trial`` (``enqueue_initial_trials``), the last reported validation value told. An ASHA-stopped
-  trial is COMPLETE too (with its in-training proxy value) but has no result file;
+  trial is COMPLETE here (with its in-training proxy value) and has no result file, as studies before the PRUNED
+  state stored it (tests/study/test_outcomes.py drives the searcher that now tells it PRUNED);
 - ``trials/<label>/<tune id>/result.pt`` of each trial that ran to its final evaluation, with the keys of
   ``study.trial.trial_loop``;
 - the shared methods' entries in the stage cache under the key the shared loop computes
@@ -306,9 +307,10 @@ def test_status_counts_states_and_names_the_best(minimized):
     lines = text.splitlines()
     # guards the header: study name and objective
     assert lines[0].startswith("study rep  (") and lines[1] == "objective: minimize energy_distance"
-    # guards the counts per state against the budget, and the DONE marker shown for the finished unit only
-    assert "  n10: 4 complete, 1 fail, 1 pruned, 1 running (of 8)  [done]" in lines
-    assert "  n100: 2 complete (of 8)" in lines
+    # guards the outcomes against the budget (a COMPLETE trial without a result file, as older studies stored an
+    # ASHA stop, counts as stopped early), and the DONE marker shown for the finished unit only
+    assert "  n10:  2 finished, 3 stopped early, 1 failed, 1 running (of 8)  [done]" in lines
+    assert "  n100: 0 finished, 2 stopped early, 0 failed (of 8)" in lines
     # guards the best so far: the finished trial #1 at n10 (not the stopped #2 with 0.001) ...
     (b10,) = [x for x in lines if x.startswith("    best: trial #") and ids[10][1] in x]
     assert b10.startswith(f"    best: trial #1 ({ids[10][1]}) energy_distance=0.02  params ")
@@ -319,7 +321,7 @@ def test_status_counts_states_and_names_the_best(minimized):
 def test_status_of_a_study_that_has_not_started(tmp_path):
     paths, _ = new_study(tmp_path)
     # guards that status reads a fresh study directory (no optuna.db yet) without failing
-    assert report.status(paths.root).splitlines()[2:] == ["  n10: not started", "  n100: not started"]
+    assert report.status(paths.root).splitlines()[2:] == ["  n10:  not started", "  n100: not started"]
 
 
 def test_mlflow_failure_keeps_the_report(minimized, monkeypatch):

@@ -72,5 +72,6 @@ def test_arrays_smoke_study_end_to_end(local_ray, tmp_path, monkeypatch):
     assert t.data.params["data.source"] == stored["source"]  # the resolved data config is logged
     assert "plots/samples.png" in artifacts(uri, t.info.run_id)  # 3-d rows: coordinates 1-2, no GMM density
 
-    # Optuna: both trials of the n = 50 study finished
-    assert [x.state.name for x in optuna_trials(study, f"{spec.name}-n50")] == ["COMPLETE", "COMPLETE"]
+    # Optuna: both trials of the n = 50 study told, each COMPLETE (finished) or PRUNED (stopped early by ASHA)
+    states = [x.state.name for x in optuna_trials(study, f"{spec.name}-n50")]
+    assert len(states) == 2 and "COMPLETE" in states and set(states) <= {"COMPLETE", "PRUNED"}, states

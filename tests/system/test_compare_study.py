@@ -42,7 +42,9 @@ def test_two_tuned_methods_each_get_their_own_optuna_study_and_best_row(compare_
     # tgdp keeps the unit's own study name (existing studies resume); vanilla has <study>-<label>-<method>
     for name in ("cmp-n10", "cmp-n10-vanilla"):
         ts = optuna_trials(study, name)
-        assert [t.state.name for t in ts] == ["COMPLETE", "COMPLETE"], name  # the same budget: 2 trials each
+        # the same budget: 2 trials each, finished or (tgdp only: vanilla reports once, FIFO) stopped early
+        assert len(ts) == 2 and {t.state.name for t in ts} <= {"COMPLETE", "PRUNED"}, name
+        assert name == "cmp-n10" or {t.state.name for t in ts} == {"COMPLETE"}
     vanilla = optuna_trials(study, "cmp-n10-vanilla")
     # vanilla's trials searched vanilla's space, nothing of tgdp's
     assert all(set(t.params) == {"vanilla.lr", "vanilla.steps"} for t in vanilla)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,7 +67,11 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     # Optuna: one study per n, every trial complete, tagged with its Tune trial id
     for n in (10, 100):
         ts = optuna_trials(study, f"e2e-n{n}")
-        assert [x.state.name for x in ts] == ["COMPLETE", "COMPLETE"]
+        # finished trials COMPLETE; one ASHA stopped PRUNED (never COMPLETE: TPE would take its value as final)
+        stopped = {r.data.tags["trial_id"] for r in early}
+        assert [x.state.name for x in ts] == ["PRUNED" if x.user_attrs["tune_trial_id"] in stopped else "COMPLETE"
+                                              for x in ts]
+        assert ts[0].state.name == "COMPLETE"  # the initial trial is never stopped
         assert all(x.user_attrs.get("tune_trial_id") for x in ts)
         # the initial trial ran first, with its values (the off value as a switched-off parameter)
         assert [x.user_attrs.get("initial_trial", False) for x in ts] == [True, False]
@@ -81,7 +86,7 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     capsys.readouterr()
     # status and best from the files only
     assert main(["status", str(study)]) == 0
-    assert "n10: 2 complete" in capsys.readouterr().out
+    assert re.search(r"n10:\s+\d finished, \d stopped early.*, 0 failed \(of 2\)", capsys.readouterr().out)
     out = tmp_path / "best.yaml"
     assert main(["best", str(study), "--n", "10", "--out", str(out)]) == 0
     best = load_spec(out)  # `run` accepts it
@@ -139,7 +144,7 @@ def test_driver_sigkill_then_resume(tmp_path):
     r = subprocess.run([str(SCRIPT), "resume", str(study)], capture_output=True, text=True, env=env, timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     ts = optuna_trials(study, "kill-n10")
-    complete = [t for t in ts if t.state.name == "COMPLETE"]
+    complete = [t for t in ts if t.state.name in ("COMPLETE", "PRUNED")]  # finished or stopped early
     assert len(complete) == 3, [(t.number, t.state.name) for t in ts]  # the budget is met
     assert first <= {t.user_attrs["tune_trial_id"] for t in complete}  # the pre-kill trial is kept
     assert sum(t.user_attrs.get("initial_trial", False) for t in ts) == 1  # the resume did not queue it again
@@ -152,7 +157,7 @@ def test_driver_sigkill_then_resume(tmp_path):
     assert {t.user_attrs["tune_trial_id"] for t in complete} <= {r.data.tags["trial_id"] for r in trial_runs}
     assert len(by_kind(rs, "summary")) == 1
     rows = (study / "report" / "trials.csv").read_text().splitlines()[1:]
-    assert sum("COMPLETE" in row for row in rows) == 3  # the summary covers every trial
+    assert sum("COMPLETE" in row or "PRUNED" in row for row in rows) == 3  # the summary covers every trial
 
 
 def test_time_budget_ends_the_unit_and_asha_stops_a_weak_trial(local_ray, tmp_path, capsys):

@@ -135,7 +135,8 @@ def check_study(study: Path, name: str, trials: int, kept: set[str], tracking_ur
     for label in labels:
         ts = optuna_trials(study, f"{name}-{label}")
         assert not [t.number for t in ts if t.state.name == "RUNNING"], "Optuna trial left RUNNING"
-        complete = [t for t in ts if t.state.name == "COMPLETE"]
+        # told trials: finished (COMPLETE) or stopped early by ASHA (PRUNED); both count against the budget
+        complete = [t for t in ts if t.state.name in ("COMPLETE", "PRUNED")]
         assert len(complete) == trials, [(t.number, t.state.name) for t in ts]
         complete_ids |= {t.user_attrs["tune_trial_id"] for t in complete}
     assert kept <= complete_ids, f"completed before the fault but lost: {kept - complete_ids}"
@@ -159,8 +160,8 @@ def check_study(study: Path, name: str, trials: int, kept: set[str], tracking_ur
     assert len(summ) == 1 and summ[0].info.status == "FINISHED"
     with open(study / "report" / "trials.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sum(r["state"] == "COMPLETE" for r in rows) == trials * len(labels)
-    assert {r["tune_trial_id"] for r in rows if r["state"] == "COMPLETE"} == complete_ids
+    assert sum(r["state"] in ("COMPLETE", "PRUNED") for r in rows) == trials * len(labels)
+    assert {r["tune_trial_id"] for r in rows if r["state"] in ("COMPLETE", "PRUNED")} == complete_ids
     summary = (study / "report" / "summary.csv").read_text()
     assert summary.count("tgdp (best)") == len(labels)
 

@@ -53,7 +53,7 @@ def test_run_set_overrides_the_spec_and_is_recorded(in_tmp, capsys, monkeypatch)
     assert "lr: 0.001" in out
     # the real run hands the overridden spec to the runner, which records it in spec.yaml (read back by resume)
     fake = types.ModuleType("study.runner")
-    fake.run_study = lambda spec, root, address, uri: write_spec(spec, StudyPaths(Path(root))) or 0
+    fake.run_study = lambda spec, root, address, uri, **kw: write_spec(spec, StudyPaths(Path(root))) or 0
     monkeypatch.setitem(sys.modules, "study.runner", fake)
     assert main(["run", str(SMOKE), "--set", "budget.trials_per_n=3"]) == 0
     spec = read_study_spec(open_study_dir(in_tmp / "studies" / "gmm-smoke"))  # hash-checked

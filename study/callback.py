@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from study import metric_names
 from study.trial_records import TrialRecords
 
 LIVE: dict[str, TrialRecords] = {}  # study root -> the running driver's records (the callback is pickled)
@@ -29,10 +30,9 @@ class StudyCallback(Callback):
         self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and not result.get("final"):
-            keep = {k: v for k, v in result.items() if k not in ("epoch", "training_iteration", "time_this_iter_s",
-                                                                   "time_total_s", "timestamp", "pid", "proxy")}
-            self._records().tracker.log_metrics(self._run(trial), keep, step=int(result["epoch"]))
+        if "epoch" in result and not result.get("final"):  # the final evaluation is logged from result.pt
+            self._records().tracker.log_metrics(self._run(trial), metric_names.epoch_metrics(result),
+                                                step=int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         records = self._records()

@@ -104,13 +104,14 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0, *, once: bool = False) -> None:
-        """Log the finite numbers of ``metrics`` at ``step``. ``once``: skip a name that already has a point at
-        ``step`` (a second ``report`` or a reconciliation logs the same values again)."""
+        """Log the finite numbers of ``metrics`` at ``step``. ``once``: skip a name that already has this value at
+        ``step`` (a second ``report`` or a reconciliation logs the same values again; a changed value is logged)."""
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
         if once:
-            items = [m for m in items if all(h.step != m.step for h in self.client.get_metric_history(run_id, m.key))]
+            items = [m for m in items if all((h.step, h.value) != (m.step, m.value)
+                                       for h in self.client.get_metric_history(run_id, m.key))]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
 

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def read_result_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def trial_curves(ray_run_dir: Path, study: Any, metric: str, finished: Any) -> list[Curve]:
+def trial_curves(ray_run_dir: Path, study: Any, metric: str, finished: Callable[[Any], bool]) -> list[Curve]:
     """The curve of every trial of Optuna ``study`` that has a Tune result file under ``ray_run_dir``.
 
     ``finished(trial)``: whether the trial ran to its final evaluation (its result file exists); a COMPLETE or

@@ -49,7 +49,8 @@ def make_server(study_dir: str | Path, port: int) -> tuple[Any, str]:
     try:
         server = wsgi_server(HOST, port, app, handler_class=Quiet)
     except OSError as e:
-        raise UserError(f"--port {port}: cannot listen on {HOST}:{port} ({e.strerror or e}); choose another port") from None
+        raise UserError(f"--port {port}: cannot listen on {HOST}:{port} ({e.strerror or e}); "
+                        "choose another port") from None
     return server, f"http://{HOST}:{server.server_port}"
 
 

@@ -38,6 +38,7 @@ class TrialRecords:
     parents: dict[str, str] = field(default_factory=dict)  # unit label -> its parent run id
     spec_text: str = field(init=False)  # the spec as YAML, logged with every finished trial
     _studies: dict[str, Any] = field(default_factory=dict)  # run label -> its Optuna study (for trial numbers)
+    _numbers: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna trial number, once known
 
     def __post_init__(self) -> None:
         self.spec_text = dump_spec(self.spec)
@@ -67,6 +68,8 @@ class TrialRecords:
         Tune id), the number ``status`` and the report show; None when optuna.db has no such trial."""
         import optuna
 
+        if trial_id in self._numbers:  # asked at every reported epoch: read optuna.db once per trial
+            return self._numbers[trial_id]
         if label not in self._studies:
             if not self.paths.optuna_db.is_file():  # never create an Optuna database from here
                 return None
@@ -78,6 +81,7 @@ class TrialRecords:
                 return None
         for t in self._studies[label].get_trials(deepcopy=False):
             if t.user_attrs.get("tune_trial_id") == trial_id:
+                self._numbers[trial_id] = t.number
                 return t.number
         return None
 

@@ -222,6 +222,7 @@ def learning_curves(curves: list[Any], path: Path, metric: str, title: str) -> P
     if any(c.final for c in curves):
         ax.plot([], [], "o", color="grey", label="final evaluation")
     ax.set(xlabel="guidance epoch", ylabel=f"val_{metric}", title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     if len(curves) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -265,7 +266,7 @@ def optuna_plots(study: Any, out: Path, prefix: str, metric: str = "objective") 
                 ax = make()
                 fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
                 p = out / f"{prefix}_{fig_name}.png"
-                fig.set_size_inches(7 if fig_name == "parallel" else 6, 4)
+                fig.set_size_inches(*((9, 4.5) if fig_name == "parallel" else (6, 4)))  # parallel: room for names
                 fig.tight_layout()
                 fig.savefig(p, dpi=80)
                 plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
+from study import metric_names
 from study.outcomes import FAILED, FINISHED, STOPPED
 from study.progress import LIVE as PROGRESS
 from study.trial_records import TrialRecords
@@ -47,12 +48,11 @@ class StudyCallback(Callback):
         self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch" in result and not result.get("final"):
+        if "epoch" in result and not result.get("final"):  # the final evaluation is logged from result.pt
             PROGRESS[self.root].trial_epoch(self._k(trials, trial), trial.trial_id, int(result["epoch"]),
                                             **self._shown(result))
-            keep = {k: v for k, v in result.items() if k not in ("epoch", "training_iteration", "time_this_iter_s",
-                                                                   "time_total_s", "timestamp", "pid", "proxy")}
-            self._records().tracker.log_metrics(self._run(trial), keep, step=int(result["epoch"]))
+            self._records().tracker.log_metrics(self._run(trial), metric_names.epoch_metrics(result),
+                                                step=int(result["epoch"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         records = self._records()

@@ -5,6 +5,7 @@
     tgdp-study status DIR | report DIR | best DIR --n N [--method M] [--out FILE] | ls [DIR]
     tgdp-study evaluate DIR --seeds 100-109 [--out DIR]
     tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
+    tgdp-study dashboard DIR [--port 8080]
     tgdp-study gmm [--n 10 100 1000] [--seed 0 ...] [--set KEY=VALUE] [--jobs J] [--out DIR]
     tgdp-study make-ecg-sim OUT --domain source|target --records N --seed S
     tgdp-study ecg (--sim | --source DIR --target DIR) [--n 10 100] [--preset micro|cpu|paper] [--out DIR] ...
@@ -163,6 +164,13 @@ def cmd_ui(a: argparse.Namespace) -> int:
     from study.ui import serve
 
     return _finish(serve(root, a.host, a.port))
+
+
+def cmd_dashboard(a: argparse.Namespace) -> int:
+    root = open_study_dir(a.dir).root
+    from study.dashboard import serve
+
+    return _finish(serve(root, a.port))
 
 
 def cmd_gmm(a: argparse.Namespace) -> int:
@@ -332,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=5000, help="TCP port, 1-65535 (default: %(default)s)")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("dashboard", help="serve optuna-dashboard of a study on 127.0.0.1 (extra: .[dashboard])")
+    p.add_argument("dir", help="study directory")
+    p.add_argument("--port", type=_port, default=8080, help="TCP port, 1-65535 (default: %(default)s)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("gmm", help="run the GMM experiment (all methods, fixed configs) without a study")
     p.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="target sample sizes")

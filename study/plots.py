@@ -1,7 +1,9 @@
 """Figures of a study and of the comparison programs (matplotlib, Agg backend; written to files, never shown).
 
 The only module that imports matplotlib: the study report and trials (``samples_plot``, ``ratio_plot``,
-``samples_grid``, ``optuna_plots``) and ``tgdp-study gmm`` (``gmm_samples_grid``, ``gmm_ratio_fields``).
+``samples_grid``, ``optuna_plots``, ``learning_curves``) and ``tgdp-study gmm`` (``gmm_samples_grid``,
+``gmm_ratio_fields``). A sample panel whose samples diverged or left its window says so on the panel
+(``off_axes``), since an empty panel reads as "no samples"; the report names the method in its text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from tgdp.config import GMMConfig, from_dict  # noqa: E402
 from tgdp.data.gmm import GMMTask  # noqa: E402
 
 GMM_LIM = 2.0  # half-width of the comparison figures' window: the default means sit at (+-0.5, +-0.5)
+OFF_AXES_FLAG = 0.05  # a panel with this fraction of its samples non-finite or off its window is flagged
+IMPORTANCE_MIN_TRIALS = 10  # fewer complete trials: parameter importances (a random forest's) are noise
 
 
 def _task(data: dict[str, Any]) -> GMMTask:
@@ -45,17 +49,48 @@ def _traces(ax, records: torch.Tensor, title: str, lead: int = 1, count: int = 3
     ax.set_title(f"{title} (lead II, scaled)", fontsize=9)
 
 
+def _window(data: dict[str, Any]) -> tuple[GMMTask | None, float | None]:
+    """The analytic task of a 2-d GMM panel and its half-width (every mode of the testbed in view, partial's
+    third one too); (task or None, None) when the axes follow the samples (arrays rows, GMM d8)."""
+    task = _task(data) if "mu_source" in data else None
+    if task is None or task.dim != 2:
+        return task, None
+    return task, 1.5 * task.testbed.extent + 1.0
+
+
+def off_axes(samples: torch.Tensor, data: dict[str, Any]) -> float:
+    """The fraction of ``samples`` a panel cannot show: non-finite, or (2-d GMM) outside its fixed window.
+    ECG records and autoscaled panels count non-finite samples only. 0.0 for no samples."""
+    if len(samples) == 0:
+        return 0.0
+    finite = torch.isfinite(samples).flatten(1).all(1)
+    if samples.dim() == 2:
+        _, lim = _window(data)
+        if lim is not None:
+            finite &= samples[:, :2].abs().le(lim).all(1)
+    return 1.0 - float(finite.float().mean())
+
+
+def _flag(ax, samples: torch.Tensor, data: dict[str, Any]) -> None:
+    """Write on the panel how many samples it cannot show (from ``OFF_AXES_FLAG`` on)."""
+    off = off_axes(samples, data)
+    if off >= OFF_AXES_FLAG:
+        what = "diverged: " if off > 0.5 else ""
+        ax.text(0.5, 0.5, f"{what}{100 * off:.0f}% of samples\nnon-finite or off the axes", transform=ax.transAxes,
+                ha="center", va="center", color="red", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8})
+
+
 def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> None:
+    _flag(ax, samples, data)
     if samples.dim() == 3:  # ECG records, not points
         _traces(ax, samples, title)
         return
     x = samples[torch.isfinite(samples).all(1)][:3000]
-    task = _task(data) if "mu_source" in data else None
-    if task is None or task.dim != 2:  # no 2-d analytic density (arrays rows, GMM d8): coordinates 1-2 alone
+    task, lim = _window(data)
+    if lim is None:  # no 2-d analytic density (arrays rows, GMM d8): coordinates 1-2 alone
         ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
         ax.set_title(f"{title} (coordinates 1-2)", fontsize=9)
         return
-    lim = 1.5 * task.testbed.extent + 1.0  # every mode of the testbed in view (partial's third one too)
     ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=2, alpha=0.4)
     _density(ax, task, lim)
     ax.set_xlim(-lim, lim)
@@ -169,8 +204,37 @@ def gmm_ratio_fields(fields: dict[int, tuple[GMMTask, dict]], path: Path, t: flo
     plt.close(fig)
 
 
-def optuna_plots(study: Any, out: Path, prefix: str) -> list[Path]:
-    """Optimisation history + parameter importances (>= 2 complete trials), Pareto front (multi-objective)."""
+def learning_curves(curves: list[Any], path: Path, metric: str, title: str) -> Path | None:
+    """The validation ``metric`` per guidance epoch of each trial (``study.curves.Curve``): a line per trial, its
+    final evaluation a dot, the epoch where a trial was stopped early a red cross. None without curves."""
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in curves:
+        xs = [e for e, _ in c.points]
+        line, = ax.plot(xs, [v for _, v in c.points], lw=1, marker=".", label=f"#{c.number}")
+        if c.final is not None:
+            ax.plot(*c.final, "o", color=line.get_color())
+        if c.stopped_early and c.points:
+            ax.plot(*c.points[-1], "x", color="red", ms=9, mew=2)
+    if any(c.stopped_early for c in curves):
+        ax.plot([], [], "x", color="red", label="stopped early")
+    if any(c.final for c in curves):
+        ax.plot([], [], "o", color="grey", label="final evaluation")
+    ax.set(xlabel="guidance epoch", ylabel=f"val_{metric}", title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if len(curves) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def optuna_plots(study: Any, out: Path, prefix: str, metric: str = "objective") -> tuple[list[Path], list[str]]:
+    """A unit's Optuna figures: optimisation history (``val_<metric>`` on its axis), parallel coordinates,
+    parameter importances (from ``IMPORTANCE_MIN_TRIALS`` complete trials on), the Pareto front
+    (multi-objective). Returns the figures and a note per figure left out and why (Markdown list items)."""
     import warnings
 
     import optuna
@@ -178,34 +242,35 @@ def optuna_plots(study: Any, out: Path, prefix: str) -> list[Path]:
 
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     multi = len(study.directions) > 1
-    figs: list[tuple[str, Any]] = []
+    target = (lambda t: t.values[0]) if multi else None
+    name = f"val_{metric}"
+    if not done:
+        return [], []
+    figs: list[tuple[str, Any]] = [("history", lambda: ovm.plot_optimization_history(
+        study, target=target, target_name=name))]
+    if multi:
+        figs.append(("pareto", lambda: ovm.plot_pareto_front(study)))
+    notes = []
+    if done[0].params:
+        figs.append(("parallel", lambda: ovm.plot_parallel_coordinate(study, target=target, target_name=name)))
+        if len(done) >= IMPORTANCE_MIN_TRIALS:
+            figs.append(("importances", lambda: ovm.plot_param_importances(study, target=target, target_name=name)))
+        else:
+            notes.append(f"- {prefix}: no parameter-importance plot: {len(done)} complete trial(s), and importances "
+                         f"from fewer than {IMPORTANCE_MIN_TRIALS} are noise")
+    paths = []
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not done:
-            return []
-        try:
-            if multi:
-                figs.append(("pareto", lambda: ovm.plot_pareto_front(study)))
-                figs.append(("history", lambda: ovm.plot_optimization_history(
-                    study, target=lambda t: t.values[0], target_name="objective 0")))
-            else:
-                figs.append(("history", lambda: ovm.plot_optimization_history(study)))
-            if len(done) >= 2 and done[0].params:
-                figs.append(("importances", lambda: ovm.plot_param_importances(
-                    study, target=(lambda t: t.values[0]) if multi else None)))
-        except Exception:  # noqa: BLE001 - a missing figure must not break the report
-            pass
-        paths = []
-        for name, make in figs:
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning on its matplotlib figures
+        for fig_name, make in figs:
             try:
                 ax = make()
                 fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-                p = out / f"{prefix}_{name}.png"
-                fig.set_size_inches(6, 4)
+                p = out / f"{prefix}_{fig_name}.png"
+                fig.set_size_inches(*((9, 4.5) if fig_name == "parallel" else (6, 4)))  # parallel: room for names
                 fig.tight_layout()
                 fig.savefig(p, dpi=80)
                 plt.close(fig)
                 paths.append(p)
-            except Exception:  # noqa: BLE001 - e.g. importances need a varying parameter
-                plt.close("all")
-    return paths
+            except Exception:  # noqa: BLE001 - e.g. importances need a varying parameter; a missing figure
+                plt.close("all")  # must not break the report
+    return paths, notes

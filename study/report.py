@@ -6,8 +6,9 @@ best trial), and the stage cache (baselines and oracles, with their test metrics
 
 The report (``<study>/report/``): ``summary.csv`` / ``summary.md`` (method x metric x n on the test
 draw: the best trial per n, selected on validation, next to every baseline and oracle),
-``trials.csv`` (every trial), ``samples_grid.png`` and Optuna figures; the same go to the MLflow
-summary run. MLflow failures do not lose the report: files are written first, and the next
+``trials.csv`` (every trial), ``samples_grid.png``, Optuna figures and learning curves
+(``study.report_figures``); the same go to the MLflow summary run, with the best values per n
+(``study.metric_names``). MLflow failures do not lose the report: files are written first, and the next
 ``report`` logs what is missing (runs are found by tags, never duplicated).
 """
 
@@ -153,7 +154,8 @@ def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown."""
-    from study import plots
+    from study import metric_names, plots
+    from study.report_figures import flagged_panels, panel_title, unit_figures
 
     paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
@@ -163,6 +165,8 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     out = paths.report
     out.mkdir(parents=True, exist_ok=True)
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
+    notes, bests, baseline_values = [], [], []  # figure notes; MLflow: (unit, n, best values), (n, test values)
+    metric = spec.metrics[0]
     for n, seed, unit in units(spec):
         baselines = _baselines(spec, cache_dir, n, seed)
         best_rows, best_panels = [], []
@@ -186,20 +190,27 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
             if res is not None:
                 best_rows.append({"method": f"{method} (best)", "n": n, "seed": seed, "trial": res["trial_id"],
                                   **res["test"]})
-                best_panels.append((f"{'TGDP' if method == TGDP else method} best n={n}", res["samples"],
-                                    res["data"]))
+                best_panels.append((panel_title(f"{'TGDP' if method == TGDP else method} best", n, res["test"],
+                                                metric), res["samples"], res["data"]))
+                bests.append((unit, n, {**metric_names.best(method, "val", res["validation"]),
+                                        **metric_names.best(method, "test", res["test"])}))
             elif b is not None:  # every trial of this n was stopped early (or the run is still going)
                 missing.append(f"- {label}: no trial has finished yet; the best so far, #{b.number} "
                                f"({b.user_attrs.get('tune_trial_id', '?')}), has no test-draw result")
-            figures += plots.optuna_plots(study, out, label)
+            figs, why = unit_figures(paths, spec, label, study, _finished(paths, label))
+            figures, notes = figures + figs, notes + why
         summary += best_rows + [{"method": e["method"], "n": n, "seed": seed, "trial": "", **e["test"]}
                                 for e in baselines]
-        panels += best_panels + [(f"{e['method']} n={n}", e["samples"], e["data"]) for e in baselines]
+        panels += best_panels + [(panel_title(e["method"], n, e["test"], metric), e["samples"], e["data"])
+                                 for e in baselines]
+        baseline_values += [(n, metric_names.split(f"{e['method']}_test", e["test"])) for e in baselines]
+    notes = flagged_panels(panels) + notes
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics,
             *(k for k in ACCOUNTING_KEYS if any(k in r for r in summary))]
     (out / "summary.csv").write_text(_csv(summary, cols))
     md = (f"# {spec.name}: test-draw comparison (best trial per n and tuned method selected on validation)\n\n"
-          + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else ""))
+          + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else "")
+          + ("\n## Figures\n\n" + "\n".join(notes) + "\n" if notes else ""))
     (out / "summary.md").write_text(md)
     tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
     (out / "trials.csv").write_text(_csv(trial_rows, tcols))
@@ -207,14 +218,18 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
         figures.append(p)
     note = ""
     try:
-        _sync_mlflow(paths, spec, tracking_uri, out, figures)
+        _sync_mlflow(paths, spec, tracking_uri, out, figures, bests=bests, baselines=baseline_values)
     except Exception as e:  # noqa: BLE001 - the files above are the report; MLflow is retried next time
         note = f"\n(MLflow not updated: {e}; run `tgdp-study report {paths.root}` again to log it)\n"
     return md + f"\nreport: {out}\n" + note
 
 
-def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path]) -> None:
-    """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent)."""
+def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path], *,
+                 bests: list[tuple[str, int, dict[str, float]]] = (),
+                 baselines: list[tuple[int, dict[str, float]]] = ()) -> None:
+    """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent). ``bests``:
+    (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
+    per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run."""
     from study.cache import StageCache
     from study.spec import dump_spec
     from study.tracking import Tracker
@@ -244,6 +259,11 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
         tracker.log_artifact(run_id, out / name, "report")
     for f in figures:
         tracker.log_artifact(run_id, f, "figures")
+    for unit, n, values in bests:
+        tracker.log_metrics(records.parent(unit), values, once=True)
+        tracker.log_metrics(run_id, values, step=n, once=True)
+    for n, values in baselines:
+        tracker.log_metrics(run_id, values, step=n, once=True)
     tracker.log_text(run_id, dump_spec(spec), "spec.yaml")
     tracker.set_status(run_id, "FINISHED")
 

@@ -1,15 +1,18 @@
 """MLflow layout of a study, logged from the driver only (never from workers).
 
     experiment <study>                  pre-created with the absolute artefact location <study>/mlartifacts
-      run n<n>[-s<seed>]                 parent run per target size n (tags kind=n)
-        run <tune trial id>              child run per trial (kind=trial): flattened resolved config,
-                                         metrics by guidance epoch, final metrics, plots, guidance checkpoint
-        run baseline-<method>-n<n>       baseline / oracle runs (kind=baseline)
-      run summary                        comparison table (CSV + Markdown) and figures (kind=summary)
+      run <unit label> (n10, n10-s1)     parent run per unit (tags kind=n): the best trial's values per method
+        run n10-s0-t03-tgdp              child run per trial (kind=trial; t03 = its Optuna trial number):
+                                         flattened resolved config, val_* by guidance epoch, the final val_*
+                                         and test_*, plots, guidance checkpoint
+        run n10-s0-finetune              baseline / oracle runs (kind=baseline): val_*, test_*
+      run summary                        comparison table (CSV + Markdown), figures, best values by n (kind=summary)
 
-Every run is found again by its tags before one is created, so a resume or a second ``report`` never
-duplicates runs; ``close_running`` marks runs left RUNNING by a killed driver as KILLED.
-Early-stopped trials end FINISHED with the tag ``stopped_early=true``.
+Metric names: ``study.metric_names``. Every run is found again by its tags before one is created, so a resume or
+a second ``report`` never duplicates runs (names are for people; the tags are the identity);
+``close_running`` marks runs left RUNNING by a killed driver as KILLED. Early-stopped trials end FINISHED with
+the tag ``stopped_early=true``. Nothing is written under the working directory: MLflow's own "Default"
+experiment of a new sqlite store also gets its artefact location inside the study.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
+
+from study import metric_names
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,11 +41,27 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def trial_run_name(n: int, seed: int, number: int | None, method: str, trial_id: str) -> str:
+    """``n100-s0-t03-tgdp``: unit, Optuna trial number (the Tune id when Optuna has none) and tuned method."""
+    return f"n{n}-s{seed}-{f't{number:02d}' if number is not None else trial_id}-{method}"
+
+
+def baseline_run_name(n: int, seed: int, method: str) -> str:
+    """``n100-s0-vanilla``: the run of a baseline or oracle of one unit."""
+    return f"n{n}-s{seed}-{method}"
+
+
 class Tracker:
     """The MLflow side of one study (driver process)."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str) -> None:
         self.uri = tracking_uri
+        if tracking_uri.startswith("sqlite:"):
+            # A new store creates MLflow's "Default" experiment with its artefacts at <cwd>/mlruns unless given
+            # a root: opening it first with the study's keeps every experiment's artefacts inside the study.
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            SqlAlchemyStore(tracking_uri, artifact_location)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(
@@ -82,10 +103,15 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, Any], step: int = 0, *, once: bool = False) -> None:
+        """Log the finite numbers of ``metrics`` at ``step``. ``once``: skip a name that already has this value at
+        ``step`` (a second ``report`` or a reconciliation logs the same values again; a changed value is logged)."""
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        if once:
+            items = [m for m in items if all((h.step, h.value) != (m.step, m.value)
+                                       for h in self.client.get_metric_history(run_id, m.key))]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i:i + 500])
 
@@ -105,10 +131,10 @@ class Tracker:
             self.log_params(run_id, {"n": n, "seed": seed})
         return run_id
 
-    def trial_run(self, parent_id: str, label: str, trial_id: str, params: dict[str, Any],
+    def trial_run(self, parent_id: str, label: str, trial_id: str, name: str, params: dict[str, Any],
                   resolved: dict[str, Any] | None = None) -> str:
-        """The child run of a trial (RUNNING); params = searched values (param.*) + the resolved config."""
-        run_id, created = self.get_or_create(trial_id, parent=parent_id, kind="trial", label=label, trial_id=trial_id)
+        """The child run ``name`` of a trial (RUNNING); params = searched values (param.*) + the resolved config."""
+        run_id, created = self.get_or_create(name, parent=parent_id, kind="trial", label=label, trial_id=trial_id)
         if not created:
             self.set_status(run_id, "RUNNING")
         self.log_params(run_id, {**{f"param.{k}": v for k, v in params.items()}, **(resolved or {})})
@@ -123,12 +149,13 @@ class Tracker:
         if result is not None and self.client.get_run(run_id).data.tags.get("finalized") != "true":
             self.log_params(run_id, {f"data.{k}": v for k, v in flatten(result["data"]).items()})
             self.log_params(run_id, flatten(result["config"]))
-            self.log_metrics(run_id, {f"final_{k}": v for k, v in result["validation"].items()},
-                             step=result["epochs"] + 1)
+            # the final evaluation as the last point of the val_* history (step epochs + 1, as reported to Tune)
+            final = result["epochs"] + 1
+            self.log_metrics(run_id, metric_names.split("val", result["validation"]), step=final)
+            self.log_metrics(run_id, metric_names.split("test", result["test"]), step=final)
             for row in result.get("rows", []):
-                if row["stage"] != "guidance":
-                    self.log_metrics(run_id, {f"{row['stage']}_{k}": v for k, v in row.items()
-                                              if k not in ("stage", "epoch")}, step=row["epoch"])
+                if row["stage"] != "guidance":  # the guidance epochs were logged as they were reported
+                    self.log_metrics(run_id, metric_names.stage_metrics(row), step=row["epoch"])
             self.log_text(run_id, spec_text, "spec.yaml")
             with tempfile.TemporaryDirectory() as d:
                 d = Path(d)
@@ -144,8 +171,8 @@ class Tracker:
                 torch.save({part: result.get(part) or {}, "config": result["config"]}, d / f"{part}.pt")
                 self.log_artifact(run_id, d / f"{part}.pt", "checkpoint")
             tags["finalized"] = "true"
-        elif last:
-            self.log_metrics(run_id, {f"last_{k}": v for k, v in last.items()}, step=int(last.get("epoch", 0)))
+        elif last:  # stopped early or failed: its last report, unless the callback logged it already
+            self.log_metrics(run_id, metric_names.epoch_metrics(last), step=int(last.get("epoch", 0)), once=True)
         self.set_tags(run_id, tags)
         self.set_status(run_id, status)
 
@@ -154,12 +181,12 @@ class Tracker:
         from study import plots
 
         method = entry["method"]
-        run_id, created = self.get_or_create(f"baseline-{method}-{label}", parent=parent_id, kind="baseline",
-                                             label=label, method=method)
+        name = baseline_run_name(entry["n"], entry["seed"], method)
+        run_id, created = self.get_or_create(name, parent=parent_id, kind="baseline", label=label, method=method)
         if created:
             self.log_params(run_id, {"method": method, "n": entry["n"], "seed": entry["seed"], "cache_key": entry["key"]})
-            self.log_metrics(run_id, {f"val_{k}": v for k, v in entry["validation"].items()})
-            self.log_metrics(run_id, {f"test_{k}": v for k, v in entry["test"].items()})
+            self.log_metrics(run_id, metric_names.split("val", entry["validation"]))
+            self.log_metrics(run_id, metric_names.split("test", entry["test"]))
             with tempfile.TemporaryDirectory() as d:
                 p = plots.samples_plot(entry["samples"], entry["data"], Path(d) / "samples.png", f"{method} ({label})")
                 if p:

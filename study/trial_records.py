@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.paths import StudyPaths, method_label, units
+from study.paths import StudyPaths, method_label, run_name, units
 from study.spec import StudySpec, dump_spec
-from study.tracking import Tracker, flatten
+from study.tracking import Tracker, flatten, trial_run_name
 
 
 def resolved_params(spec: StudySpec, n: int, seed: int, params: Mapping[str, Any],
@@ -37,6 +37,8 @@ class TrialRecords:
     spec: StudySpec
     parents: dict[str, str] = field(default_factory=dict)  # unit label -> its parent run id
     spec_text: str = field(init=False)  # the spec as YAML, logged with every finished trial
+    _studies: dict[str, Any] = field(default_factory=dict)  # run label -> its Optuna study (for trial numbers)
+    _numbers: dict[str, int] = field(default_factory=dict)  # Tune trial id -> Optuna trial number, once known
 
     def __post_init__(self) -> None:
         self.spec_text = dump_spec(self.spec)
@@ -58,7 +60,30 @@ class TrialRecords:
         if unit not in self.parents:
             self.parent(unit)
         resolved = resolved_params(self.spec, n, seed, params, method) if params else None
-        return self.tracker.trial_run(self.parents[unit], label, trial_id, dict(params or {}), resolved)
+        name = trial_run_name(n, seed, self.trial_number(label, trial_id), method, trial_id)
+        return self.tracker.trial_run(self.parents[unit], label, trial_id, name, dict(params or {}), resolved)
+
+    def trial_number(self, label: str, trial_id: str) -> int | None:
+        """The Optuna trial number of Tune trial ``trial_id`` (``study.search`` tags each Optuna trial with its
+        Tune id), the number ``status`` and the report show; None when optuna.db has no such trial."""
+        import optuna
+
+        if trial_id in self._numbers:  # asked at every reported epoch: read optuna.db once per trial
+            return self._numbers[trial_id]
+        if label not in self._studies:
+            if not self.paths.optuna_db.is_file():  # never create an Optuna database from here
+                return None
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            try:
+                self._studies[label] = optuna.load_study(study_name=run_name(self.spec, label),
+                                                         storage=self.paths.optuna_url)
+            except KeyError:  # the unit's study is not created yet
+                return None
+        for t in self._studies[label].get_trials(deepcopy=False):
+            if t.user_attrs.get("tune_trial_id") == trial_id:
+                self._numbers[trial_id] = t.number
+                return t.number
+        return None
 
     def finalize(self, label: str, trial_id: str, params: Mapping[str, Any] | None,
                  last: Mapping[str, Any] | None, status: str) -> None:

@@ -64,7 +64,7 @@ class Trial:
 def no_mlflow(monkeypatch):
     """Record the MLflow sync instead of running it (the report's files come first either way)."""
     calls: list[Path] = []
-    monkeypatch.setattr(report, "_sync_mlflow", lambda paths, spec, uri, out, figures: calls.append(out))
+    monkeypatch.setattr(report, "_sync_mlflow", lambda paths, spec, uri, out, figures, **values: calls.append(out))
     return calls
 
 
@@ -77,7 +77,7 @@ def panels(monkeypatch):
     ``test_report_figures`` draws them for real."""
     seen: list[tuple[str, torch.Tensor, dict]] = []
     monkeypatch.setattr(plots, "samples_grid", lambda p, path: seen.extend(p))
-    monkeypatch.setattr(plots, "optuna_plots", lambda study, out, prefix: [])
+    monkeypatch.setattr(plots, "optuna_plots", lambda study, out, prefix, metric: ([], []))
     return seen
 
 
@@ -128,7 +128,7 @@ def add_trials(paths: StudyPaths, spec: StudySpec, n: int, seed: int, label: str
             validation = {**draw_metrics(0.0), "energy_distance": t.value}
             atomic_save({"trial_id": tid, "n": n, "seed": seed, "method": method, "params": config,
                          "config": to_dict(cfg), "data": to_dict(data_cfg), "validation": validation,
-                         "test": draw_metrics(t.test), "samples": torch.randn(40, 2),
+                         "test": draw_metrics(t.test), "samples": 0.3 * torch.randn(40, 2),
                          "guidance": {"w": torch.zeros(2)}, "rows": [], "epochs": cfg.guidance.epochs,
                          "ratio_grid": None, "experiment": "gmm", "torch_threads": 1},
                         paths.result(run, tid))
@@ -137,17 +137,18 @@ def add_trials(paths: StudyPaths, spec: StudySpec, n: int, seed: int, label: str
 
 
 def put_baselines(paths: StudyPaths, spec: StudySpec, n: int, seed: int,
-                  tests: dict[str, dict[str, float]]) -> None:
+                  tests: dict[str, dict[str, float]], samples: dict[str, torch.Tensor] | None = None) -> None:
     """The stage-cache entries of the shared methods ``tests`` names (method -> test metrics), under the key
-    the shared loop writes them with."""
+    the shared loop writes them with; their samples near the modes (inside the figure's window) unless ``samples``
+    gives them."""
     rt = trial_runtime(spec, n, seed, cache_dir=str(paths.cache), trials_dir="", train_storage="",
                        classifier_searched=False)
     exp, cache = experiment_for(rt), StageCache(paths.cache)
     for method, test in tests.items():
         key = exp.baseline_key(method, rt.data, rt.base)
+        x = (samples or {}).get(method, 0.3 * torch.randn(40, 2))
         cache.put("baseline", key, {"method": method, "n": n, "seed": seed, "validation": test, "test": test,
-                                    "samples": torch.randn(40, 2), "data": to_dict(rt.data),
-                                    "config": to_dict(rt.base), "key": key})
+                                    "samples": x, "data": to_dict(rt.data), "config": to_dict(rt.base), "key": key})
 
 
 def baseline_ed(method: str, n: int) -> float:
@@ -182,9 +183,9 @@ def build(tmp_path: Path, direction: str = "minimize", name: str = "rep") -> tup
     ids = {10: add_trials(paths, spec, 10, 0, "n10", N10), 100: add_trials(paths, spec, 100, 0, "n100", N100)}
     for n in (10, 100):
         tests = {m: draw_metrics(baseline_ed(m, n)) for m in GMM_BASELINES}
-        if n == 10:  # vanilla's draw diverged at n = 10: the failed row of tgdp.metrics.sample_metrics
-            tests["vanilla"] = failed_metrics(SAMPLE_METRIC_KEYS, 0.5)
-        put_baselines(paths, spec, n, 0, tests)
+        if n == 10:  # vanilla's draw diverged at n = 10: the failed row of tgdp.metrics.sample_metrics, its
+            tests["vanilla"] = failed_metrics(SAMPLE_METRIC_KEYS, 0.5)  # samples far off the figure's window
+        put_baselines(paths, spec, n, 0, tests, {"vanilla": torch.full((40, 2), 80.0)} if n == 10 else None)
     paths.done_marker("n10").touch()  # unit n10's Tune run finished
     return paths, spec, ids
 
@@ -223,10 +224,17 @@ def test_report_has_one_row_per_method_and_n_with_the_test_metrics(minimized, no
     md = (paths.report / "summary.md").read_text()
     assert md in text and (paths.report / "trials.csv").is_file()
     assert no_mlflow == [paths.report]
-    # guards the comparison figure's panels: one per table row, titled by method and n, with the samples and
-    # data config of the chosen trial (not of another trial of the unit)
-    assert [title for title, _, _ in panels] == ["TGDP best n=10"] + [f"{m} n={n}" for n in (10, 100)
-                                                                      for m in GMM_BASELINES]
+    # guards the comparison figure's panels: one per table row, titled by method, n and the row's test value,
+    # with the samples and data config of the chosen trial (not of another trial of the unit)
+    # (a NaN row says "failed", as in summary.md)
+    assert [title for title, _, _ in panels] == ["TGDP best n=10\ntest energy_distance 0.06"] + [
+        f"{m} n={n}\ntest energy_distance {'failed' if (m, n) == ('vanilla', 10) else f'{baseline_ed(m, n):.4g}'}"
+        for n in (10, 100) for m in GMM_BASELINES]
+    # guards the flag in the text: the panel that shows nothing (vanilla n=10, every sample off the window) is named,
+    # no other panel is
+    flags = [line for line in text.splitlines() if "outside the comparison figure's window" in line]
+    assert flags == ["- vanilla n=10: 100% of its samples are non-finite or outside the comparison figure's "
+                     "window (diverged)"]
     chosen = torch.load(paths.result("n10", ids[10][1]), weights_only=True)
     assert torch.equal(panels[0][1], chosen["samples"]) and panels[0][2] == chosen["data"]
 
@@ -236,10 +244,14 @@ def test_report_figures(minimized, monkeypatch):
     for name, fn in REAL_PLOTS.items():
         monkeypatch.setattr(plots, name, fn)
     report.write_report(paths.root)
-    # guards that the figures are drawn from what the report read: the comparison panels, the Optuna history of
-    # each unit's study and the parameter importances where two complete trials vary their params
-    assert {p.name for p in paths.report.glob("*.png")} >= {"samples_grid.png", "n10_history.png",
-                                                             "n10_importances.png", "n100_history.png"}
+    # guards that the figures are drawn from what the report read: the comparison panels, the Optuna history and
+    # parallel coordinates of each unit's study; no parameter importances from 4 complete trials, and the
+    # report says why
+    names = {p.name for p in paths.report.glob("*.png")}
+    assert names >= {"samples_grid.png", "n10_history.png", "n10_parallel.png", "n100_history.png"}, names
+    assert not any("importances" in x for x in names)
+    md = (paths.report / "summary.md").read_text()
+    assert "- n10: no parameter-importance plot: 4 complete trial(s), and importances from fewer than 10" in md
 
 
 def test_trials_csv_lists_every_trial_with_its_state(minimized):
@@ -327,7 +339,7 @@ def test_status_of_a_study_that_has_not_started(tmp_path):
 def test_mlflow_failure_keeps_the_report(minimized, monkeypatch):
     paths, _, _ = minimized
 
-    def down(*args):
+    def down(*args, **kwargs):
         raise ConnectionError("tracking server down")
 
     monkeypatch.setattr(report, "_sync_mlflow", down)

@@ -51,11 +51,15 @@ def test_finalize_logs_the_result_and_terminates_the_run(records):
     assert run.info.status == "FINISHED"
     assert run.data.tags["finalized"] == "true" and run.data.tags["stopped_early"] == "false"
     assert run.data.tags["mlflow.parentRunId"] == records.parents["n10"]
-    # final metrics at step epochs + 1, stage rows by their epoch
-    assert run.data.metrics["final_energy_distance"] == pytest.approx(0.05)
+    # the final validation and test metrics at step epochs + 1 (val_* continues the per-epoch history), stage
+    # rows by their epoch; one name per metric, no final_/last_ copies
+    assert run.data.metrics["val_energy_distance"] == pytest.approx(0.05)
+    assert run.data.metrics["test_energy_distance"] == pytest.approx(0.06)
     assert run.data.metrics["classifier_loss"] == pytest.approx(0.6)
-    hist = records.tracker.client.get_metric_history(run.info.run_id, "final_energy_distance")
+    assert not any(k.startswith(("final_", "last_")) for k in run.data.metrics), run.data.metrics
+    hist = records.tracker.client.get_metric_history(run.info.run_id, "val_energy_distance")
     assert [m.step for m in hist] == [3]
+    assert run.info.run_name == "n10-s0-t_00000-tgdp"  # no optuna.db here: the Tune id stands in for the number
     # params: the searched values and the whole resolved config they give
     assert run.data.params["param.guidance.eta_consistency"] == "0.02"
     assert run.data.params["guidance.eta_consistency"] == "0.02" and run.data.params["guidance.width"] == "16"
@@ -69,7 +73,7 @@ def test_finalize_is_idempotent(records):
     for _ in range(3):  # the callback, the end-of-unit reconciliation and `report` may all finalise it
         records.finalize("n10", "t_00001", PARAMS, None, "FINISHED")
     (run,) = trial_runs(records)  # one run, never duplicated
-    hist = records.tracker.client.get_metric_history(run.info.run_id, "final_energy_distance")
+    hist = records.tracker.client.get_metric_history(run.info.run_id, "val_energy_distance")
     assert len(hist) == 1  # logged once: a finalised run is not logged again
     assert run.info.status == "FINISHED"
     # `report` finalises from the files alone (no Tune config): the same run, still complete
@@ -81,13 +85,18 @@ def test_finalize_is_idempotent(records):
 
 
 def test_a_trial_without_result_ends_stopped_early_or_failed(records):
-    records.finalize("n10", "t_00002", PARAMS, {"epoch": 1, "energy_distance": 0.3}, "FINISHED")
+    last = {"epoch": 1, "energy_distance": 0.3, "loss_guidance": 0.1, "pid": 123, "time_this_iter_s": 2.0}
+    for _ in range(2):  # the callback, then the end-of-unit reconciliation
+        records.finalize("n10", "t_00002", PARAMS, last, "FINISHED")
     records.finalize("n10", "t_00003", PARAMS, None, "FAILED")
     got = {r.data.tags["trial_id"]: r for r in trial_runs(records)}
     early = got["t_00002"]
     assert early.info.status == "FINISHED" and early.data.tags["stopped_early"] == "true"
-    assert "finalized" not in early.data.tags and "final_energy_distance" not in early.data.metrics
-    assert early.data.metrics["last_energy_distance"] == pytest.approx(0.3)
+    assert "finalized" not in early.data.tags and "test_energy_distance" not in early.data.metrics
+    # its last report under the per-epoch names, once; Ray's bookkeeping is no metric
+    assert set(early.data.metrics) == {"val_energy_distance", "guidance_loss_guidance"}
+    hist = records.tracker.client.get_metric_history(early.info.run_id, "val_energy_distance")
+    assert [(m.step, m.value) for m in hist] == [(1, pytest.approx(0.3))]
     assert got["t_00003"].info.status == "FAILED" and got["t_00003"].data.tags["stopped_early"] == "false"
 
 
@@ -103,3 +112,18 @@ def test_resolved_params_flatten_the_whole_config():
     assert flat["guidance.eta_consistency"] == 0.02 and flat["guidance.seed"] == 2 and flat["data.n"] == 100
     assert flat["source.steps"] == 400  # fixed
     assert not any(k.startswith("evaluation.") for k in flat)  # gmm_smoke has no evaluation section
+
+
+def test_no_experiment_keeps_artefacts_under_the_working_directory(tmp_path, monkeypatch):
+    """MLflow's Default experiment of a new store would put its artefacts at <cwd>/mlruns: the study's instead."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    spec = load_spec(SMOKE)
+    paths = StudyPaths((tmp_path / spec.name).resolve())
+    paths.make_dirs()
+    tracker = Tracker(paths.mlflow_url, spec.name, paths.artifact_location)
+    TrialRecords(tracker, paths, spec).parent("n10")
+    for exp in tracker.client.search_experiments():  # "Default" and the study's
+        assert exp.artifact_location.startswith(paths.artifact_location), (exp.name, exp.artifact_location)
+    assert not (cwd / "mlruns").exists() and list(cwd.iterdir()) == []

@@ -68,7 +68,8 @@ def test_arrays_smoke_study_end_to_end(local_ray, tmp_path, monkeypatch):
     done = [t for t in trials if t.data.tags.get("finalized") == "true"]
     assert done, "no trial reached its final evaluation"
     t = done[0]
-    assert {"final_energy_distance", "final_sliced_w2", "logr_target_val"} <= set(t.data.metrics)
+    assert {"val_energy_distance", "val_sliced_w2", "test_energy_distance", "val_logr_target_val"} <= \
+        set(t.data.metrics)
     assert t.data.params["data.source"] == stored["source"]  # the resolved data config is logged
     assert "plots/samples.png" in artifacts(uri, t.info.run_id)  # 3-d rows: coordinates 1-2, no GMM density
 

@@ -7,7 +7,10 @@ evaluation seeds (in-process torch, no Ray).
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import time
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from study.cli import main
 from study.spec import load_spec
-from tests.study_util import by_kind, optuna_trials, runs, tiny_spec
+from tests.study_util import artifacts, by_kind, optuna_trials, runs, tiny_spec
 
 pytestmark = pytest.mark.ray
 
@@ -32,7 +35,14 @@ def compare_study(local_ray, tmp_path_factory) -> Path:
     spec = load_spec(tiny_spec(tmp, "cmp", factors={"n": [10], "seeds": [0]}, methods={"vanilla": VANILLA}))
     study = tmp / "studies" / "cmp"
     t0 = time.time()
-    assert run_study(spec, study, None, None) == 0
+    cwd = tmp / "cwd"  # an empty working directory: test_nothing_is_written_to_the_working_directory
+    cwd.mkdir()
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert run_study(spec, study, None, None) == 0
+    finally:
+        os.chdir(before)
     print(f"compare study wall time {time.time() - t0:.1f} s")
     return study
 
@@ -64,7 +74,7 @@ def test_two_tuned_methods_each_get_their_own_optuna_study_and_best_row(compare_
     assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)  # 2 + 2 child runs, finished
     # the vanilla trials' runs carry the method and its resolved config, under the unit's parent run
     vr = [r for r in trials if r.data.params.get("method") == "vanilla"]
-    assert len(vr) == 2 and all("final_energy_distance" in r.data.metrics for r in vr)
+    assert len(vr) == 2 and all("val_energy_distance" in r.data.metrics for r in vr)
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {by_kind(rs, "n")[0].info.run_id}
 
 
@@ -124,3 +134,85 @@ def test_evaluate_writes_the_final_table_and_resumes(compare_study: Path, tmp_pa
     after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert {k: v for k, v in after.items() if k != "s101-n10-oracle_target.json"} == \
         {k: v for k, v in mtimes.items() if k != "s101-n10-oracle_target.json"}
+
+
+def test_nothing_is_written_to_the_working_directory(compare_study: Path):
+    # guards "no artefacts under the working directory": MLflow's Default experiment would use <cwd>/mlruns
+    cwd = compare_study.parent.parent / "cwd"
+    assert not (cwd / "mlruns").exists() and sorted(p.name for p in cwd.iterdir()) == []
+
+
+def test_mlflow_run_names_and_metric_scheme(compare_study: Path):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{compare_study / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    rs = runs(uri, "cmp")
+    numbers = {t.user_attrs["tune_trial_id"]: (t.number, "tgdp" if name == "cmp-n10" else "vanilla")
+               for name in ("cmp-n10", "cmp-n10-vanilla") for t in optuna_trials(compare_study, name)}
+    trials, baselines = by_kind(rs, "trial"), by_kind(rs, "baseline")
+    # run names people can read: the unit label, n-seed-trial number-method, n-seed-method
+    assert [r.info.run_name for r in by_kind(rs, "n")] == ["n10"]
+    assert sorted(r.info.run_name for r in trials) == sorted(
+        f"n10-s0-t{number:02d}-{method}" for number, method in numbers.values())
+    for r in trials:  # the number is the Optuna trial of that Tune trial, not a count of runs
+        number, method = numbers[r.data.tags["trial_id"]]
+        assert r.info.run_name == f"n10-s0-t{number:02d}-{method}"
+    assert sorted(r.info.run_name for r in baselines) == sorted(
+        f"n10-s0-{m}" for m in ("finetune", "domain_guidance", "source_only", "oracle_guidance", "oracle_target"))
+    # no Ray bookkeeping and no final_/last_ copies on any run
+    ray_keys = re.compile(r"(^|_)(pid|timestamp|time_this_iter_s|time_total_s|training_iteration|"
+                          r"time_since_restore|iterations_since_restore|done)$|^(final|last)_")
+    assert not [(r.info.run_name, k) for r in rs for k in r.data.metrics if ray_keys.search(k)]
+    # trials and baselines share val_/test_ columns; a finished trial has its test draw, as in its result.pt
+    assert all({"val_energy_distance", "test_energy_distance"} <= set(r.data.metrics) for r in baselines)
+    finished = [r for r in trials if r.data.tags.get("finalized") == "true"]
+    assert {numbers[r.data.tags["trial_id"]][1] for r in finished} == {"tgdp", "vanilla"}
+    for r in finished:
+        label = "n10" if r.data.params.get("method", "tgdp") == "tgdp" else "n10-vanilla"
+        res = torch.load(compare_study / "trials" / label / r.data.tags["trial_id"] / "result.pt", weights_only=True)
+        assert r.data.metrics["test_energy_distance"] == pytest.approx(res["test"]["energy_distance"])
+        assert r.data.metrics["val_energy_distance"] == pytest.approx(res["validation"]["energy_distance"])
+        # val_* by epoch: each guidance epoch, then the final evaluation at epochs + 1 (a tuned baseline: once)
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_energy_distance")]
+        assert sorted(steps) == list(range(1, res["epochs"] + 2)), (r.info.run_name, steps)
+    assert all("test_energy_distance" not in r.data.metrics for r in trials if r not in finished)
+    # the best value per n: on the parent run, and on the summary run at step n (with each baseline's)
+    best = next(row for row in csv.DictReader((compare_study / "report" / "summary.csv").open())
+                if row["method"] == "tgdp (best)")
+    parent = by_kind(rs, "n")[0]
+    assert parent.data.metrics["best_tgdp_test_energy_distance"] == pytest.approx(float(best["energy_distance"]))
+    assert "best_vanilla_val_energy_distance" in parent.data.metrics
+    summary = by_kind(rs, "summary")[0]
+    for name in ("best_tgdp_test_energy_distance", "best_vanilla_test_energy_distance",
+                 "finetune_test_energy_distance"):
+        assert [m.step for m in client.get_metric_history(summary.info.run_id, name)] == [10], name
+    # the report's new figures reach the summary run
+    arts = set(artifacts(uri, summary.info.run_id))
+    assert {"figures/n10_parallel.png", "figures/n10_learning_curves.png", "figures/n10_history.png"} <= arts
+
+
+def test_a_second_report_logs_no_metric_twice(compare_study: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{compare_study / 'mlflow.db'}"
+    summary = by_kind(runs(uri, "cmp"), "summary")[0]
+    assert main(["report", str(compare_study)]) == 0
+    # guards the idempotent sync: the same best values are not logged again
+    hist = MlflowClient(uri).get_metric_history(summary.info.run_id, "best_tgdp_test_energy_distance")
+    assert len(hist) == 1
+
+
+def test_inspect_snippets_run_on_a_finished_study(compare_study: Path, tmp_path: Path, monkeypatch):
+    """docs/inspect.md's Python snippets, on this study (its name is cmp, not gmm-smoke)."""
+    pytest.importorskip("plotly")
+    text = (Path(__file__).resolve().parents[2] / "docs" / "inspect.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(snippets) == 3  # Optuna table, Optuna plotly figures, Ray ExperimentAnalysis/ResultGrid
+    monkeypatch.chdir(tmp_path)
+    for code in snippets:
+        code = code.replace("studies/gmm-smoke", str(compare_study)).replace("gmm-smoke-n10", "cmp-n10")
+        exec(compile(code, "docs/inspect.md", "exec"), {})  # noqa: S102 - the documented snippet itself
+    # guards that the figures were written (the plotly snippet ran to its end)
+    assert {"history.html", "parallel.html", "slice.html"} <= {p.name for p in tmp_path.iterdir()}

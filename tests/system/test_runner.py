@@ -44,16 +44,16 @@ def test_smoke_study_end_to_end(local_ray, tmp_path, capsys):
     assert len(by_kind(rs, "baseline")) == 12  # 6 baselines/oracles x 2 n
     assert len(by_kind(rs, "summary")) == 1
     early = [r for r in trials if r.data.tags.get("stopped_early") == "true"]
-    assert all("final_energy_distance" not in r.data.metrics for r in early)  # ASHA-stopped: no final eval
+    assert all("test_energy_distance" not in r.data.metrics for r in early)  # ASHA-stopped: no final eval
     t = next(r for r in trials if r.data.tags.get("finalized") == "true")
     # params: the whole resolved config flattened, the data config and the searched params
     for r in trials:  # every trial, early-stopped or not
         assert {"guidance.width", "classifier.lr", "sample.num_samples", "data.m", "param.guidance.width"} <= \
             set(r.data.params)
-    assert "final_energy_distance" in t.data.metrics and "log_ratio_rmse" in t.data.metrics
+    assert "test_energy_distance" in t.data.metrics and "val_log_ratio_rmse" in t.data.metrics
     from mlflow.tracking import MlflowClient
-    hist = MlflowClient(uri).get_metric_history(t.info.run_id, "energy_distance")
-    assert sorted({m.step for m in hist}) == [1, 2]  # the in-training objective by guidance epoch
+    hist = MlflowClient(uri).get_metric_history(t.info.run_id, "val_energy_distance")
+    assert sorted({m.step for m in hist}) == [1, 2, 3]  # by guidance epoch, then the final evaluation
     assert {"plots/samples.png", "plots/log_ratio_field.png", "checkpoint/guidance.pt", "spec.yaml"} <= \
         set(artifacts(uri, t.info.run_id))
     summary = by_kind(rs, "summary")[0]
@@ -186,7 +186,7 @@ def test_time_budget_ends_the_unit_and_asha_stops_a_weak_trial(local_ray, tmp_pa
     # (the seeded random sampler starts 60, 1, 60, ...: the third trial meets a better one at the first rung)
     scales = [(r.data.params.get("param.sample.guidance_scale"), r.data.tags.get("stopped_early")) for r in trials]
     assert any(r.data.params["param.sample.guidance_scale"] == "60.0" for r in stopped), scales
-    assert all("final_energy_distance" not in r.data.metrics for r in stopped)
+    assert all("test_energy_distance" not in r.data.metrics for r in stopped)
     assert "tgdp (best)" in (study / "report" / "summary.csv").read_text()
 
 

@@ -49,8 +49,11 @@ def test_two_node_cluster_with_ddp_workers(cluster, tmp_path):
     rs = runs(f"sqlite:///{study / 'mlflow.db'}", "ddp")
     trial = by_kind(rs, "trial")[0]
     assert trial.info.status == "FINISHED" and trial.data.tags["finalized"] == "true"
-    # both guidance epochs went through ray.train.report on both ranks and reached Tune and MLflow
-    assert "energy_distance" in trial.data.metrics and "final_energy_distance" in trial.data.metrics
+    # both guidance epochs went through ray.train.report on both ranks and reached Tune and MLflow (val_* at
+    # steps 1, 2), then the final evaluation (step 3) and the test draw
+    from mlflow.tracking import MlflowClient
+    hist = MlflowClient(f"sqlite:///{study / 'mlflow.db'}").get_metric_history(trial.info.run_id, "val_energy_distance")
+    assert sorted(m.step for m in hist) == [1, 2, 3] and "test_energy_distance" in trial.data.metrics
     # the trial ran as its own Ray Train run under <study>/ray/_train_runs with a stable name
     assert (study / "ray" / "_train_runs" / f"ddp-n10-{trial.data.tags['trial_id']}").is_dir()
 

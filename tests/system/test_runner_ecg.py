@@ -83,9 +83,9 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     finished = [r for r in trials if r.data.tags.get("finalized") == "true"]
     assert len(finished) >= len(ns)  # ASHA never stops the first trial of a unit
     for r in finished:
-        for m in ("final_macro_auroc", "final_f_beta2", "final_g_beta2", "final_feat_energy", "final_feat_frechet"):
-            assert m in r.data.metrics or not (real or m.startswith("final_feat")), m
-        assert "feat_energy" in r.data.metrics  # the per-epoch proxy
+        for m in ("val_macro_auroc", "val_f_beta2", "val_g_beta2", "val_feat_energy", "val_feat_frechet"):
+            assert m in r.data.metrics or not (real or m.startswith("val_feat")), m
+        assert "val_feat_energy" in r.data.metrics  # the per-epoch proxy
     baselines = by_kind(rs, "baseline")
     assert sorted(r.data.tags["method"] for r in baselines) == sorted(
         ["real_only", "vanilla", "finetune", "domain_guidance", "source_only"] * len(ns))

@@ -32,6 +32,8 @@ EXAMPLES: dict[str, str] = {
   tgdp-study ls studies""",
     "ui": """example:
   tgdp-study ui studies/gmm-default --port 5001   # then open http://127.0.0.1:5001""",
+    "dashboard": """example:
+  tgdp-study dashboard studies/gmm-default --port 8080   # optuna-dashboard; pip install -e .[dashboard]""",
     "gmm": """examples:
   tgdp-study gmm --n 10 100 --seed 0 1 2 --jobs 2 --out results/gmm
   tgdp-study gmm --n 100 --set guidance.width=256 --set sample.steps=50""",

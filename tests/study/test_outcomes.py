@@ -87,8 +87,8 @@ def test_trials_csv_has_outcome_stop_epoch_duration_and_test_value(searched, mon
     from study import plots
 
     paths, _ = searched
-    monkeypatch.setattr(report, "_sync_mlflow", lambda *a: None)
-    monkeypatch.setattr(plots, "optuna_plots", lambda *a: [])
+    monkeypatch.setattr(report, "_sync_mlflow", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "optuna_plots", lambda *a: ([], []))
     monkeypatch.setattr(plots, "samples_grid", lambda *a: None)
     report.write_report(paths.root)
     rows = list(csv.DictReader((paths.report / "trials.csv").open()))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from study import UserError
+from study.estimate_gpu import gpu_estimate
 from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
 from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
@@ -82,6 +83,9 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
         f"  concurrency  up to {r.max_concurrent_trials} trials = {r.max_concurrent_trials * r.trial_cpus:g} CPUs, "
         f"{r.max_concurrent_trials * r.trial_gpus:g} GPUs",
         f"  check        {fit}",
+        "",
+        "== GPU estimate (measured rates, bench/results; study.estimate_gpu) ==",
+        gpu_estimate(spec),
     ]
     return "\n".join(lines)
 

@@ -79,7 +79,8 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
             # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
             ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
-                     num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True)
+                     num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True,
+                     include_dashboard=r.dashboard)
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
@@ -178,7 +179,9 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     else:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
-                                                     callbacks=[StudyCallback(str(paths.root), run)]))
+                                                     callbacks=[StudyCallback(str(paths.root), run)],
+                                                     # a trial whose node died restarts from its Train checkpoint
+                                                     failure_config=tune.FailureConfig(max_failures=rt.max_failures)))
     print(f"[{run}] Tune run {exp_name}: {spec.budget.trials_per_n} trials of {rt.method}", flush=True)
     with _sigint_watch() as interrupted:
         grid = tuner.fit()
@@ -236,6 +239,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
     import ray
 
     from study.callback import LIVE
+    from study.mlflow_store import ensure_sqlite_store
     from study.report import write_report
     from study.tracking import Tracker
 
@@ -247,6 +251,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
+        ensure_sqlite_store(state["tracking_uri"], state["cache_dir"])  # copied, not migrated again
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
         if resume:
             killed = tracker.close_running("KILLED")

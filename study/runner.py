@@ -251,7 +251,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
-        ensure_sqlite_store(state["tracking_uri"], state["cache_dir"])  # copied, not migrated again
+        ensure_sqlite_store(state["tracking_uri"])  # copied from a template: the migrations ran once
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
         if resume:
             killed = tracker.close_running("KILLED")

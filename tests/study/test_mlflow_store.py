@@ -28,3 +28,20 @@ def test_store_is_copied_from_one_template(tmp_path):
     assert MlflowClient(f"sqlite:///{a}").get_run(run_id) is not None
     # guards other tracking URIs (an MLflow server): left alone
     assert not ensure_sqlite_store("http://127.0.0.1:5000", templates)
+
+
+def test_template_directory_and_an_unwritable_one(tmp_path, monkeypatch):
+    from study.cache import CACHE_ENV
+    from study.mlflow_store import template_dir
+
+    # guards where the template lives: the shared stage cache when set (not a study's own, new every study)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "shared"))
+    assert template_dir() == (tmp_path / "shared").resolve()
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert template_dir() == tmp_path / "xdg" / "tgdp-study"
+    # guards the fallback: a template directory that cannot be made leaves the store to MLflow, nothing written
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = tmp_path / "s" / "mlflow.db"
+    assert not ensure_sqlite_store(f"sqlite:///{target}", blocker / "sub") and not target.exists()

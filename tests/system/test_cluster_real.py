@@ -1,5 +1,7 @@
 """The study system on a real multi-process Ray cluster: ``ray start --head`` and two ``ray start --address``
-worker nodes, each its own process group, temp dir and ports, on loopback only.
+worker nodes, each its own process group, temp dir and ports, on this machine. The dashboard (state API,
+Jobs) and the client server listen on 127.0.0.1; the node IP cannot be loopback: ``ray start`` replaces
+a ``--node-ip-address`` of 127.0.0.1 by the machine's own address (``services.resolve_ip_for_localhost``).
 
 The head has no CPUs, so every Tune trial must land on a worker node (each worker node carries a custom
 resource, ``node_w1`` / ``node_w2``, that names it in the state API). ``tgdp-study run --address`` drives
@@ -58,7 +60,7 @@ class Node:
     def __init__(self, name: str, args: list[str], temp_dir: str) -> None:
         agent, grpc, metrics, runtime_env = _free_ports(4)
         self.name, self.log = name, Path(temp_dir) / f"{name}.log"
-        cmd = [str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+        cmd = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats",
                "--temp-dir", str(Path(temp_dir) / name), "--object-store-memory", str(100 * 2**20),
                "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(grpc),
                "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env), *args]

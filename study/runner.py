@@ -80,7 +80,7 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
             ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
                      num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True,
-                     include_dashboard=r.dashboard)
+                     include_dashboard=_dashboard(r))
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
@@ -91,6 +91,15 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
         from study import SpecError
         raise SpecError(spec.source, issues)
     return started
+
+
+def _dashboard(r: Any) -> bool | None:
+    """``include_dashboard`` of a local ray.init: the spec's choice, else off for in-process trials (its start-up
+    costs seconds) and Ray's default with Train workers, whose ASHA-stopped trials need the dashboard's state
+    API to release their placement groups (DESIGN §4)."""
+    if r.dashboard is not None:
+        return r.dashboard
+    return None if r.workers_per_trial else False
 
 
 def _mark_orphans_failed(paths: StudyPaths, study_name: str) -> int:

@@ -75,7 +75,8 @@ class Resources(_Frozen):
     max_failures: NonNegativeInt = 2  # retries of a trial whose worker or node died, from its last checkpoint
     num_cpus: PositiveFloat | None = None  # CPUs for a local ray.init (None = all); ignored with --address
     num_gpus: NonNegativeFloat | None = None  # GPUs for a local ray.init (None = all); ignored with --address
-    dashboard: bool = False  # a local ray.init starts Ray's dashboard (seconds of start-up); ignored with --address
+    # None: off for in-process trials (seconds of start-up), Ray's default with Train workers (DESIGN §4)
+    dashboard: bool | None = None  # Ray's dashboard with a local ray.init; ignored with --address
 
     @property
     def trial_cpus(self) -> float:

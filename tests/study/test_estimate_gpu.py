@@ -62,4 +62,5 @@ def test_work_scaling_and_missing_rates(tmp_path):
     text = gpu_estimate(_spec(tmp_path, source={"precision": "bf16"}), tmp_path)
     assert "gpu_check_bf16.json is missing" in text
     # guards the GMM specs (mlp nets): no rate, said so
-    assert "no GPU rate measured for source arch 'mlp'" in gpu_estimate(load_spec(ROOT / "search_spaces" / "gmm_smoke.yaml"))
+    smoke = load_spec(ROOT / "search_spaces" / "gmm_smoke.yaml")
+    assert "no GPU rate measured for source arch 'mlp'" in gpu_estimate(smoke)

@@ -189,7 +189,7 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
                                                      callbacks=[StudyCallback(str(paths.root), run)],
-                                                     # a trial whose node died restarts from its Train checkpoint
+                                                     # a trial whose node died restarts from its last checkpoint
                                                      failure_config=tune.FailureConfig(max_failures=rt.max_failures)))
     print(f"[{run}] Tune run {exp_name}: {spec.budget.trials_per_n} trials of {rt.method}", flush=True)
     with _sigint_watch() as interrupted:

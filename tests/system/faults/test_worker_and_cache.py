@@ -4,7 +4,6 @@ checkpoint: detected, logged, the previous one is used."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time

@@ -22,6 +22,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent  # the venv's bin (tgdp-study, py-spy)
+LOAD_AT_START = os.getloadavg()  # the box's load when the benchmark started (other jobs share the 2 cores)
+
+
+def busy() -> bool:
+    """True when the box ran more than one job per core at the start or at the end of the benchmark: its
+    timings are then recorded, but a goal is not judged on them (``judge``)."""
+    return max(LOAD_AT_START[0], os.getloadavg()[0]) > (os.cpu_count() or 1)
+
+
+def judge(ok: bool) -> bool | None:
+    """The ``pass`` of a result file: None (not judged) on a busy box."""
+    return None if busy() else ok
 
 
 def environment() -> dict[str, Any]:
@@ -30,7 +42,9 @@ def environment() -> dict[str, Any]:
 
     out: dict[str, Any] = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
                            "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                           "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform()}
+                           "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+                           "loadavg_at_start": [round(x, 2) for x in LOAD_AT_START], "busy": busy(),
+                           "platform": platform.platform()}
     for mod in ("ray", "optuna", "mlflow"):
         try:
             out[mod] = __import__(mod).__version__
@@ -129,4 +143,4 @@ def median(xs: list[float]) -> float:
 
 
 def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
+    return "not judged (busy box)" if busy() else "PASS" if ok else "FAIL"

@@ -29,6 +29,7 @@ from typing import Any
 from study import UserError
 from study.cli_help import add_examples, version
 from study.estimate import estimate
+from study.estimate_gpu import gpu_estimate
 from study.layout import describe_layout
 from study.paths import (
     DEFAULT_STUDIES_DIR, StudyPaths, list_studies, open_study_dir, study_paths, validate_study_name,
@@ -92,6 +93,9 @@ def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
         describe_layout(spec, StudyPaths(study_dir)),
         "",
         estimate(spec),
+        "",
+        "== GPU estimate (measured rates, bench/results; study.estimate_gpu) ==",
+        gpu_estimate(spec),
     ]
     return "\n".join(lines)
 

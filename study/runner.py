@@ -86,7 +86,8 @@ def _init_ray(spec: StudySpec, address: str | None, verbose: bool = False) -> tu
             # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
             context = ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
-                               num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, **quiet)
+                               num_gpus=int(r.num_gpus) if r.num_gpus is not None else None,
+                               include_dashboard=_dashboard(r), **quiet)
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
@@ -103,6 +104,15 @@ def _init_ray(spec: StudySpec, address: str | None, verbose: bool = False) -> tu
         except Exception:  # noqa: BLE001 - private API; the start-up line then says "not running"
             url = None
     return started, url
+
+
+def _dashboard(r: Any) -> bool | None:
+    """``include_dashboard`` of a local ray.init: the spec's choice, else off for in-process trials (its start-up
+    costs seconds) and Ray's default with Train workers, whose ASHA-stopped trials need the dashboard's state
+    API to release their placement groups (DESIGN §4)."""
+    if r.dashboard is not None:
+        return r.dashboard
+    return None if r.workers_per_trial else False
 
 
 def _mark_orphans_failed(paths: StudyPaths, study_name: str) -> int:
@@ -191,7 +201,9 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     else:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
-                                                     callbacks=[StudyCallback(str(paths.root), run)]))
+                                                     callbacks=[StudyCallback(str(paths.root), run)],
+                                                     # a trial whose node died restarts from its last checkpoint
+                                                     failure_config=tune.FailureConfig(max_failures=rt.max_failures)))
     progress.run_start(run, rt.method, resumed)
     try:
         with _sigint_watch() as interrupted:
@@ -254,6 +266,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
     import ray
 
     from study.callback import LIVE
+    from study.mlflow_store import ensure_sqlite_store
     from study.report import write_report
     from study.tracking import Tracker
 
@@ -265,6 +278,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
+        ensure_sqlite_store(state["tracking_uri"])  # copied from a template: the migrations ran once
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
         if resume:
             killed = tracker.close_running("KILLED")

@@ -54,6 +54,7 @@ class TrialRuntime:
     cpus_per_worker: float  # CPUs per Train worker
     gpus_per_worker: float  # GPUs per Train worker (NCCL when > 0)
     cpus_per_trial: float  # CPUs of the Tune trial driver (its torch threads with 0 workers)
+    max_failures: int = 2  # retries of the trial's Train run (and of the Tune trial) after a worker or node died
     # trial behaviour
     eval_samples: int = EVAL_SAMPLES  # samples of the in-training evaluation
     classifier_searched: bool = False  # stage B is trained per trial (else the cached one is used)
@@ -100,7 +101,7 @@ def trial_runtime(spec: Any, n: int, seed: int, *, cache_dir: str, trials_dir: s
         metrics=tuple(spec.metrics), directions=tuple(spec.directions),
         cache_dir=str(cache_dir), trials_dir=str(trials_dir), train_storage=str(train_storage),
         workers=r.workers_per_trial, cpus_per_worker=r.cpus_per_worker, gpus_per_worker=r.gpus_per_worker,
-        cpus_per_trial=r.cpus_per_trial, classifier_searched=classifier_searched)
+        cpus_per_trial=r.cpus_per_trial, max_failures=r.max_failures, classifier_searched=classifier_searched)
 
 
 def resolve(runtime: TrialRuntime, params: Mapping[str, Any]) -> tuple[Any, TGDPConfig]:

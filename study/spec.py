@@ -73,8 +73,11 @@ class Resources(_Frozen):
     gpus_per_worker: NonNegativeFloat = 0.0  # GPUs per Train worker (needs workers_per_trial >= 1)
     cpus_per_trial: PositiveFloat = 1.0  # CPUs of the Tune trial driver itself
     max_concurrent_trials: PositiveInt = 1  # trials running at once
+    max_failures: NonNegativeInt = 2  # retries of a trial whose worker or node died, from its last checkpoint
     num_cpus: PositiveFloat | None = None  # CPUs for a local ray.init (None = all); ignored with --address
     num_gpus: NonNegativeFloat | None = None  # GPUs for a local ray.init (None = all); ignored with --address
+    # None: off for in-process trials (seconds of start-up), Ray's default with Train workers (DESIGN §4)
+    dashboard: bool | None = None  # Ray's dashboard with a local ray.init; ignored with --address
 
     @property
     def trial_cpus(self) -> float:

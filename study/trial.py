@@ -85,7 +85,7 @@ def train_run(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any
         scaling_config=ray.train.ScalingConfig(num_workers=rt.workers, use_gpu=gpu,
                                                resources_per_worker=per_worker if rt.workers else None),
         run_config=ray.train.RunConfig(name=name, storage_path=rt.train_storage,
-                                       failure_config=ray.train.FailureConfig(max_failures=1),
+                                       failure_config=ray.train.FailureConfig(max_failures=rt.max_failures),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep),
                                        callbacks=[forward_callback()] if to_tune and rt.workers else None),
     ).fit()

@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# Field metadata of an execution option (how a stage runs, not what it computes): ``config_hash`` leaves
+# such fields out, so turning one on keeps every cache key and run name of the same computation.
+EXECUTION_ONLY = {"execution_only": True}
+
 
 def _check(cfg: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
            fractions: tuple[str, ...] = (), choices: dict[str, tuple[str, ...]] | None = None) -> None:
@@ -81,6 +85,8 @@ class ScoreConfig:
     conditional: bool = False  # label-conditional model s(x_t, y, t)
     gaussian_skip: bool = False  # eps = sigma_t x_t + net(...): for data normalised to unit variance (ECG)
     precision: str = "fp32"  # "fp32" or "bf16" (the net under bf16 autocast, training and sampling; FFTs fp32)
+    # sampling stays eager; equal weights within float tolerance: an execution option, not in cache keys
+    compile: bool = field(default=False, metadata=EXECUTION_ONLY)  # torch.compile the training step's net
     seed: int = 0  # init and minibatch seed
 
     def __post_init__(self) -> None:
@@ -274,6 +280,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def config_hash(*parts: Any) -> str:
-    """Stable short content hash of configs / plain values (cache keys, run names)."""
-    blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True, default=str)
+    """Stable short content hash of configs / plain values (cache keys, run names); the fields marked
+    ``EXECUTION_ONLY`` are left out (a key written before such a field existed stays valid)."""
+    blob = json.dumps([_computed(p, to_dict(p)) if dataclasses.is_dataclass(p) else p for p in parts],
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _computed(cfg: Any, d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (``to_dict(cfg)``) without the ``EXECUTION_ONLY`` fields of ``cfg`` and of its nested configs."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("execution_only"):
+            d.pop(f.name)
+        elif dataclasses.is_dataclass(value):
+            _computed(value, d[f.name])
+    return d

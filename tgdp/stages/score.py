@@ -41,6 +41,8 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
     model = copy.deepcopy(init) if init is not None else build_score(cfg, tuple(x.shape[1:]), num_labels, schedule)
     model = model.to(device).train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    # the compiled module shares ``model``'s parameters: checkpoints and the EMA keep the eager state-dict keys
+    net = torch.compile(model) if cfg.compile else model
     opt = optimiser(model, cfg.lr, cfg.weight_decay)
     g = seeds.minibatch_generator(cfg.seed)
     x, y = x.to(device), (y.to(device) if num_labels else None)
@@ -49,7 +51,7 @@ def train_score(cfg: ScoreConfig, x: torch.Tensor, y: torch.Tensor | None, sched
     def step(_: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = torch.randint(0, x.shape[0], (bs,), generator=g).to(device)
         x_t, t, eps = noised(x[idx], schedule, g)
-        loss = losses.denoising_score_matching(model(x_t, t, y[idx] if num_labels else None), eps).mean()
+        loss = losses.denoising_score_matching(net(x_t, t, y[idx] if num_labels else None), eps).mean()
         return loss, {"dsm_loss": loss.item()}
 
     training_loop(stage=stage, model=model, opt=opt, generator=g, step_fn=step, units=cfg.steps,

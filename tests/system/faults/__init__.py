@@ -10,6 +10,7 @@ duplicated or left RUNNING, no Optuna trial left RUNNING).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -125,6 +126,20 @@ def completed_ids(study: Path, label: str = LABEL) -> set[str]:
 
 def tune_checkpoints(study: Path, name: str, label: str = LABEL) -> list[Path]:
     return sorted((study / "ray" / f"{name}-{label}").glob("trial_*/checkpoint_*"))
+
+
+def tune_epochs(study: Path, name: str, label: str = LABEL) -> list[int]:
+    """The guidance epochs the trials of ``<name>-<label>`` reported to Tune, in file order (result.json lines)."""
+    out = []
+    for f in (study / "ray" / f"{name}-{label}").glob("trial_*/result.json"):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if "epoch" in r:
+                out.append(int(r["epoch"]))
+    return out
 
 
 def check_study(study: Path, name: str, trials: int, kept: set[str], tracking_uri: str | None = None,

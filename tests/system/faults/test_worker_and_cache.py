@@ -4,7 +4,6 @@ checkpoint: detected, logged, the previous one is used."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
@@ -15,22 +14,9 @@ import torch
 import yaml
 
 from tests.system.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli,
-                          tune_checkpoints)
+                          tune_checkpoints, tune_epochs)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _tune_epochs(study: Path, name: str) -> list[int]:
-    out = []
-    for f in (study / "ray" / f"{name}-{LABEL}").glob("trial_*/result.json"):
-        for line in f.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if "epoch" in r:
-                out.append(int(r["epoch"]))
-    return out
 
 
 def test_worker_sigkill_resumes_from_checkpoint(tmp_path):
@@ -43,17 +29,17 @@ def test_worker_sigkill_resumes_from_checkpoint(tmp_path):
     study = tmp_path / "studies" / name
     d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies")], tmp_path / "run.log")
     try:
-        d.wait_for(lambda: 1 in _tune_epochs(study, name), 500, "guidance epoch 1 reported", poll=0.2)
+        d.wait_for(lambda: 1 in tune_epochs(study, name), 500, "guidance epoch 1 reported", poll=0.2)
         workers = [p for p in descendants(d.pid) if "RayTrainWorker" in cmdline(p)]
         assert len(workers) >= 2, [(p, cmdline(p)) for p in descendants(d.pid)]
-        before = _tune_epochs(study, name)
+        before = tune_epochs(study, name)
         import os
         os.kill(workers[-1], signal.SIGKILL)  # one of the two DDP ranks of the running trial
         code = d.wait(600)
     finally:
         d.cleanup()
     assert code == 0, d.output()[-4000:]
-    epochs_total, epochs = epochs, _tune_epochs(study, name)
+    epochs_total, epochs = epochs, tune_epochs(study, name)
     # Continued from the checkpoint: the epochs reported to Tune never go back (a restart from scratch
     # would report epoch 1 again); every epoch up to the final evaluation (E + 1) arrived.
     assert before and epochs[:len(before)] == before

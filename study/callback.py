@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ray.tune import Callback
 
+from study.paths import StudyPaths
+from study.signing import sign
 from study.trial_records import TrialRecords
 
 LIVE: dict[str, TrialRecords] = {}  # study root -> the running driver's records (the callback is pickled)
@@ -52,6 +56,19 @@ class StudyCallback(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._records().finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FAILED")
         print(f"[{self.label}] trial {trial.trial_id} FAILED (see {self.root}/ray)", flush=True)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if trials and getattr(self, "_dirs", None) is None:  # where Tune stages and where it copies to
+            self._dirs = (trials[0].storage.experiment_driver_staging_path, trials[0].storage.experiment_fs_path)
+
+    def get_state(self):
+        """Tune calls this at each experiment checkpoint, after writing the experiment and searcher state
+        to its staging directory (which it then copies into the study): sign those (``study.signing``).
+        Returns None: the callback keeps no state of its own."""
+        dirs = getattr(self, "_dirs", None)
+        if dirs is not None:
+            sign(StudyPaths(Path(self.root)), Path(dirs[1]), source=Path(dirs[0]))
+        return None
 
     def __getstate__(self):
         return {"root": self.root, "label": self.label, "best": None}

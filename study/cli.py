@@ -26,11 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from study import UserError
-from study.paths import DEFAULT_STUDIES_DIR, list_studies, open_study_dir, study_paths, validate_study_name
+from study.integrity import open_study
+from study.paths import DEFAULT_STUDIES_DIR, list_studies, study_paths, validate_study_name
 from study.space import describe_space
 from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
 
 PROG = "tgdp-study"
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the path and the system's reason (e.g. 'Read-only file system')."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
 
 
 def _finish(result: Any) -> int:
@@ -106,7 +113,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
-    paths = open_study_dir(a.dir)
+    paths = open_study(a.dir)
     read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
     from study.runner import resume_study
 
@@ -114,36 +121,36 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.report import status
 
     return _finish(status(root))
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.report import write_report
 
     return _finish(write_report(root))
 
 
 def cmd_best(a: argparse.Namespace) -> int:
-    paths = open_study_dir(a.dir)
+    paths = open_study(a.dir)
     out = Path(a.out).resolve() if a.out else None
     from study.report import export_best
 
-    return _finish(export_best(paths.root, a.n, out, a.method))
+    return _finish(export_best(paths.root, a.n, out, a.method, force=a.force))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.evaluate import evaluate_study, parse_seeds
 
     return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.ui import serve
 
     return _finish(serve(root, a.host, a.port))
@@ -283,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="study directory")
     p.add_argument("--n", type=int, required=True, help="target sample size")
     p.add_argument("--method", default="tgdp", help="a tuned method of the study (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output file (default: print)")
+    p.add_argument("--out", default=None, help="output file outside the study directory (default: print)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=cmd_best)
 
     p = sub.add_parser("evaluate", help="the protocol's final table: every method, frozen best configs, on "
@@ -342,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # read-only, full or pseudo file systems for --dir / --out: the path, not a traceback
+        print(f"{PROG}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The only module that imports matplotlib: the study report and trials (``samples_
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from study.safe_io import UnsafePathError, write_bytes  # noqa: E402
 from tgdp import stages  # noqa: E402
 from tgdp.config import GMMConfig, from_dict  # noqa: E402
 from tgdp.data.gmm import GMMTask  # noqa: E402
@@ -64,6 +66,13 @@ def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> Non
     ax.set_title(title, fontsize=9)
 
 
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """``fig`` as PNG at ``path``, written atomically and never through a symlink (``study.safe_io``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    write_bytes(Path(path), buf.getvalue())
+
+
 def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title: str) -> Path | None:
     """Samples (first two coordinates) over the target density contours (ECG records: traces). None when dim < 2."""
     if samples.shape[1] < 2:
@@ -71,7 +80,7 @@ def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title:
     fig, ax = plt.subplots(figsize=(4, 4))
     _scatter(ax, samples, data, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -87,7 +96,7 @@ def ratio_plot(grid: dict[str, torch.Tensor], path: Path, title: str = "log r(x)
         ax.set_title(f"{title}: {key}", fontsize=9)
         ax.set_aspect("equal")
     fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -105,7 +114,7 @@ def samples_grid(panels: list[tuple[str, torch.Tensor, dict[str, Any]]], path: P
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
 
@@ -137,7 +146,7 @@ def gmm_samples_grid(samples: dict[int, dict[str, torch.Tensor]], tasks: dict[in
             if j == 0:
                 ax.set_ylabel(f"n = {n}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -165,7 +174,7 @@ def gmm_ratio_fields(fields: dict[int, tuple[GMMTask, dict]], path: Path, t: flo
             ax.set(xticks=[], yticks=[])
             ax.set_title(f"{title}, n={n}", fontsize=8)
         fig.colorbar(im, ax=axes[i].tolist(), shrink=0.8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -203,9 +212,11 @@ def optuna_plots(study: Any, out: Path, prefix: str) -> list[Path]:
                 p = out / f"{prefix}_{name}.png"
                 fig.set_size_inches(6, 4)
                 fig.tight_layout()
-                fig.savefig(p, dpi=80)
+                save_figure(fig, p, dpi=80)
                 plt.close(fig)
                 paths.append(p)
+            except UnsafePathError:
+                raise
             except Exception:  # noqa: BLE001 - e.g. importances need a varying parameter
                 plt.close("all")
     return paths

@@ -14,21 +14,27 @@ summary run. MLflow failures do not lose the report: files are written first, an
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import math
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from study import UserError
 from study.experiments import experiment_for
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, method_runs, units
+from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
 
 
-def _load_study(paths: StudyPaths, name: str):
+def _load_study(paths: StudyPaths, name: str, readonly: bool = False):
+    """The Optuna study ``name`` or None; ``readonly``: opened so that nothing is written (``status``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,7 +43,8 @@ def _load_study(paths: StudyPaths, name: str):
     from sqlalchemy.exc import DatabaseError
 
     try:
-        return optuna.load_study(study_name=name, storage=paths.optuna_url)
+        url = f"sqlite:///file:{paths.optuna_db}?mode=ro&uri=true" if readonly else paths.optuna_url
+        return optuna.load_study(study_name=name, storage=url)
     except KeyError:
         return None
     except DatabaseError as e:  # not sqlite (overwritten, truncated): a clean message, never a traceback
@@ -86,7 +93,7 @@ def status(study_dir: str | Path) -> str:
     lines = [f"study {spec.name}  ({paths.root})", f"objective: " +
              ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
     for n, seed, unit, method, label in method_runs(spec):
-        study = _load_study(paths, f"{spec.name}-{label}")
+        study = _load_study(paths, f"{spec.name}-{label}", readonly=True)  # status never writes
         if study is None:
             lines.append(f"  {label}: not started")
             continue
@@ -149,16 +156,39 @@ def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
-    """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown."""
+    """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown.
+    Concurrent calls (two shells, or one beside a finishing driver) run one after the other: two MLflow
+    syncs at once left mlflow.db half-migrated."""
+    paths = StudyPaths(Path(study_dir).resolve())
+    with report_lock(paths):
+        return _write_report(paths, tracking_uri)
+
+
+@contextmanager
+def report_lock(paths: StudyPaths) -> Iterator[None]:
+    """Exclusive ``flock`` on ``<study>/report.lock`` (waits for another ``report`` to finish)."""
+    fd = open_nofollow(paths.root / "report.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another report of {paths.root} to finish ...", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
     from study import plots
 
-    paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
     state = paths.read_state()
     cache_dir = Path(state.get("cache_dir", paths.cache))
     tracking_uri = tracking_uri or state.get("tracking_uri", paths.mlflow_url)
     out = paths.report
-    out.mkdir(parents=True, exist_ok=True)
+    no_symlink_below(paths.root, out)
+    out.mkdir(exist_ok=True)
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
     for n, seed, unit in units(spec):
         baselines = _baselines(spec, cache_dir, n, seed)
@@ -191,12 +221,12 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
         panels += best_panels + [(f"{e['method']} n={n}", e["samples"], e["data"]) for e in baselines]
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics,
             *(k for k in ACCOUNTING_KEYS if any(k in r for r in summary))]
-    (out / "summary.csv").write_text(_csv(summary, cols))
+    write_text(out / "summary.csv", _csv(summary, cols), root=paths.root)
     md = (f"# {spec.name}: test-draw comparison (best trial per n and tuned method selected on validation)\n\n"
           + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else ""))
-    (out / "summary.md").write_text(md)
+    write_text(out / "summary.md", md, root=paths.root)
     tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
-    (out / "trials.csv").write_text(_csv(trial_rows, tcols))
+    write_text(out / "trials.csv", _csv(trial_rows, tcols), root=paths.root)
     if (p := plots.samples_grid(panels, out / "samples_grid.png")) is not None:
         figures.append(p)
     note = ""
@@ -258,11 +288,23 @@ def best_over_seeds(paths: StudyPaths, spec: StudySpec, n: int, method: str = TG
     return min(found, key=lambda x: sign * x[0].values[0])
 
 
-def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: str = TGDP) -> str:
+def check_best_out(paths: StudyPaths, out: Path, force: bool) -> None:
+    """Refuse a ``best --out`` inside the study directory (its spec.yaml is what resume verifies) and an
+    existing file unless ``force``."""
+    out = out.absolute()
+    if out.resolve() == paths.root or paths.root in out.resolve().parents:
+        raise UserError(f"--out {out}: inside the study directory {paths.root}; write the exported spec elsewhere")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise UserError(f"--out {out}: exists; add --force to overwrite it")
+
+
+def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: str = TGDP, force: bool = False) -> str:
     """The spec of a single re-run of the best trial of ``method`` for ``n``: its params moved into ``fixed``."""
     from study.space import params_to_overrides
 
     paths = StudyPaths(Path(study_dir).resolve())
+    if out is not None:
+        check_best_out(paths, out, force)
     spec = read_study_spec(paths)
     if n not in spec.factors.n:
         raise UserError(f"n={n} is not a target size of study {spec.name}; allowed: {list(spec.factors.n)}")
@@ -300,6 +342,6 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: 
     parse_spec(read_yaml(text, "<best>"), "<best>")  # what `run` will accept
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_text(out, text)  # checked by check_best_out before the study was read
         return f"wrote {out}"
     return text.rstrip()

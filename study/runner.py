@@ -34,6 +34,8 @@ from study.cache import StageCache, classifier_key, classifier_searched, resolve
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
 from study.runtime import TrialRuntime, trial_runtime
+from study.safe_io import no_symlink_below, open_nofollow, write_text
+from study.signing import sign, verify
 from study.spec import StudySpec, check_resources, read_study_spec, resource_issues, write_spec
 from study.trial_records import TrialRecords
 
@@ -46,7 +48,8 @@ PROG = "tgdp-study"
 def study_lock(paths: StudyPaths) -> Iterator[None]:
     """Exclusive ``fcntl.flock`` on ``<study>/lock`` holding our pid; a second driver gets a UserError."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    no_symlink_below(paths.root, paths.lock)
+    fd = open_nofollow(paths.lock, os.O_RDWR | os.O_CREAT)  # a planted symlink would be truncated through
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,12 +176,14 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     trainable = tune.with_resources(tune.with_parameters(run_trial, runtime=rt), {"cpu": spec.resources.cpus_per_trial})
     t0 = time.time()
     if tune.Tuner.can_restore(str(exp_path)):
+        verify(paths, exp_path)  # Tune unpickles what it restores: only files this study's driver signed
         print(f"[{run}] resuming Tune run {exp_path}", flush=True)
         tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
                            run_config=tune.RunConfig(name=exp_name, storage_path=str(paths.ray), verbose=0,
                                                      callbacks=[StudyCallback(str(paths.root), run)]))
+        sign(paths, exp_path, only=("tuner.pkl",))  # just written by Tuner(); the rest at Tune's checkpoints
     print(f"[{run}] Tune run {exp_name}: {spec.budget.trials_per_n} trials of {rt.method}", flush=True)
     with _sigint_watch() as interrupted:
         grid = tuner.fit()
@@ -196,7 +201,7 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
         print(f"[{run}] {orphans} Optuna trial(s) left RUNNING by an interrupted driver marked FAIL", flush=True)
     done = paths.done_marker(run)
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(f"{len(trials)} trials\n")
+    write_text(done, f"{len(trials)} trials\n", root=paths.root)
     return True
 
 

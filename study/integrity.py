@@ -20,9 +20,11 @@ import sqlite3
 from pathlib import Path
 
 from study import UserError
-from study.paths import StudyPaths, open_study_dir
+from study.paths import STATE_FILE, StudyPaths, open_study_dir
+from study.signing import MANIFEST
 
-TOP_LEVEL = ("spec.yaml", "spec.sha256", "state.json", "lock", "optuna.db", "mlflow.db", "signatures.json", "report.lock",
+REPORT_LOCK = "report.lock"  # held by ``study.report.write_report``
+TOP_LEVEL = ("spec.yaml", "spec.sha256", STATE_FILE, "lock", "optuna.db", "mlflow.db", MANIFEST, REPORT_LOCK,
              "mlartifacts", "ray", "cache", "report", "trials", "evaluation")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -80,4 +82,4 @@ def open_study(path: str | Path) -> StudyPaths:
     return paths
 
 
-__all__ = ["StudyIntegrityError", "check_study_files", "open_study", "sqlite_problem"]
+__all__ = ["REPORT_LOCK", "StudyIntegrityError", "check_study_files", "open_study", "sqlite_problem"]

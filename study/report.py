@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from study import UserError
 from study.experiments import experiment_for
 from study.method_spaces import TGDP
+from study.integrity import REPORT_LOCK
 from study.paths import StudyPaths, method_label, method_runs, units
 from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.yaml_io import dump_yaml, read_yaml
@@ -166,8 +167,8 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
 
 @contextmanager
 def report_lock(paths: StudyPaths) -> Iterator[None]:
-    """Exclusive ``flock`` on ``<study>/report.lock`` (waits for another ``report`` to finish)."""
-    fd = open_nofollow(paths.root / "report.lock", os.O_RDWR | os.O_CREAT)
+    """Exclusive ``flock`` on ``<study>/report.lock`` (``REPORT_LOCK``; waits for another ``report`` to finish)."""
+    fd = open_nofollow(paths.root / REPORT_LOCK, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -32,7 +32,9 @@ from typing import Any, Iterator
 from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
 from study.method_spaces import TGDP
-from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
+from study.integrity import open_study
+from study.paths import StudyPaths, method_label, run_name, unit_label, units
+from study.preflight import check_ray_address, check_tracking_uri, new_study_dir, remove_if_unused
 from study.runtime import TrialRuntime, trial_runtime
 from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.signing import sign, verify
@@ -290,17 +292,29 @@ def run_study(spec: StudySpec, study_dir: str | Path, address: str | None = None
     if not address:
         check_resources(spec)
     experiment_for(spec)  # refuse an experiment the runner cannot run before anything is written
-    write_spec(spec, paths)
-    return _drive(paths, spec, address, tracking_uri, resume=False)
+    check_tracking_uri(tracking_uri)
+    check_ray_address(address)
+    with new_study_dir(paths) as staging:  # renamed into place complete, or removed
+        write_spec(spec, staging)
+    try:
+        return _drive(paths, spec, address, tracking_uri, resume=False)
+    except BaseException:
+        if remove_if_unused(paths):  # failed before any work (Ray or MLflow would not start): run again
+            print(f"{paths.root}: removed (nothing was computed yet)", flush=True)
+        raise
 
 
 def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri: str | None = None) -> int:
     """Continue an interrupted study: finished units are kept, unfinished Tune runs restored."""
     from study.experiments import experiment_for
 
-    paths = open_study_dir(study_dir)
+    paths = open_study(study_dir)
     spec = read_study_spec(paths)
     experiment_for(spec)
+    check_tracking_uri(tracking_uri)
+    check_ray_address(address)
+    for exp_dir in sorted(paths.ray.glob(f"{spec.name}-*")):  # before Ray starts; _run_tune checks again
+        verify(paths, exp_dir)
     return _drive(paths, spec, address, tracking_uri, resume=True)
 
 

@@ -74,6 +74,8 @@ def load_secret(paths: StudyPaths | None = None, create: bool = True) -> bytes:
     except FileNotFoundError:
         raise SignatureError(f"{f}: no signing secret (it is created by `run`; set {SECRET_ENV} to the file the "
                              "study was signed with)") from None
+    except UserError:  # a symlink: whoever controls its target would control the key
+        raise SignatureError(f"{f}: unusable signing secret (a symbolic link)") from None
     with os.fdopen(fd, "rb") as src:
         st = os.fstat(src.fileno())
         problem = ("not a regular file" if not stat.S_ISREG(st.st_mode) else
@@ -146,10 +148,10 @@ def sign(paths: StudyPaths, exp_dir: Path, source: Path | None = None, only: tup
 def verify(paths: StudyPaths, exp_dir: Path) -> None:
     """Refuse (``SignatureError`` naming the file) unless every signed file of ``exp_dir`` has a content
     the driver signed; run before anything in ``exp_dir`` is unpickled."""
-    key = load_secret(paths, create=False)
-    files = _read_manifest(paths, key)
     manifest = paths.root / MANIFEST
-    for rel, p in sorted(signed_files(exp_dir).items()):
+    needed = sorted(signed_files(exp_dir).items())
+    files = _read_manifest(paths, load_secret(paths, create=False)) if needed and manifest.exists() else None
+    for rel, p in needed:
         if files is None:
             why = "missing" if not manifest.exists() else "fails its HMAC (edited, or signed with another secret)"
             raise SignatureError(f"{p}: not verified, refusing to restore it: the signature manifest {manifest} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# the drivers the tests start sign their Tune state (study.signing) with a test secret, not the user's own
+os.environ.setdefault("TGDP_STUDY_SECRET_FILE",
+                      str(Path(tempfile.gettempdir()) / f"tgdp-study-tests-{os.getuid()}" / "secret"))
 
 
 def tiny_spec(tmp_path: Path, name: str, **changes: Any) -> Path:

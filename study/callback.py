@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.paths import StudyPaths
 from study.signing import sign
 from study.trial_records import TrialRecords
 
@@ -22,7 +21,9 @@ class StudyCallback(Callback):
         self.best: tuple[float, str] | None = None
 
     def _records(self) -> TrialRecords:
-        return LIVE[self.root]
+        """The driving study's records; a callback restored from a moved or copied study's tuner.pkl holds
+        the original's root: one driver drives one study, so that study's are used."""
+        return LIVE[self.root] if self.root in LIVE else next(iter(LIVE.values()))
 
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)
@@ -67,7 +68,7 @@ class StudyCallback(Callback):
         Returns None: the callback keeps no state of its own."""
         dirs = getattr(self, "_dirs", None)
         if dirs is not None:
-            sign(StudyPaths(Path(self.root)), Path(dirs[1]), source=Path(dirs[0]))
+            sign(self._records().paths, Path(dirs[1]), source=Path(dirs[0]))
         return None
 
     def __getstate__(self):

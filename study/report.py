@@ -241,10 +241,12 @@ def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
 def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path]) -> None:
     """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent)."""
     from study.cache import StageCache
+    from study.relocate import relocate_mlflow
     from study.spec import dump_spec
     from study.tracking import Tracker
     from study.trial_records import TrialRecords
 
+    relocate_mlflow(paths, tracking_uri, spec.name)  # a moved or copied study logs into itself
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
     cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)

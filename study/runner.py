@@ -243,6 +243,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
     import ray
 
     from study.callback import LIVE
+    from study.relocate import drive, relocate_mlflow
     from study.report import write_report
     from study.tracking import Tracker
 
@@ -254,6 +255,8 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
+        relocate_mlflow(paths, state["tracking_uri"], spec.name)  # a moved or copied study logs into itself
+        drive(paths)  # and Tune's restored Optuna storage opens its own optuna.db
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
         if resume:
             killed = tracker.close_running("KILLED")

@@ -28,6 +28,11 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5000) -> i
     if not cmd[3].startswith("sqlite:") and not cmd[3].startswith("file:") and "://" in cmd[3]:
         print(f"this study logs to a tracking server: open {cmd[3]}")
         return 0
+    from study.relocate import relocate_mlflow
+    from study.spec import read_study_spec
+
+    paths = StudyPaths(Path(study_dir).resolve())
+    relocate_mlflow(paths, cmd[3], read_study_spec(paths).name)  # a moved or copied study shows its own artefacts
     print(f"MLflow UI of {Path(study_dir).resolve()}: http://{host}:{port}  (Ctrl-C to stop)", flush=True)
     # Its own session, stopped as a group: on Ctrl-C `mlflow server` exits but its uvicorn workers and job
     # runners (huey consumers) did not, and kept the port. A study UI runs no MLflow jobs: those are off.

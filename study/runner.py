@@ -31,10 +31,11 @@ from typing import Any, Iterator
 
 from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
-from study.method_spaces import TGDP
 from study.integrity import open_study
+from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, run_name, unit_label, units
 from study.preflight import check_ray_address, check_tracking_uri, new_study_dir, remove_if_unused
+from study.ray_auth import LOOPBACK, private_token
 from study.runtime import TrialRuntime, trial_runtime
 from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.signing import sign, verify
@@ -70,7 +71,6 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
     """Start or join Ray; returns True when we started it (and so shut it down)."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     from study.trial import quiet_ray_logs
 
@@ -81,10 +81,11 @@ def _init_ray(spec: StudySpec, address: str | None) -> bool:
             ray.init(address=address, log_to_driver=True)
         else:
             r = spec.resources
+            private_token()  # token authentication with a fresh token of this driver's (study.ray_auth)
             # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
             ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
-                     num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True)
+                     num_gpus=int(r.num_gpus) if r.num_gpus is not None else None, log_to_driver=True, **LOOPBACK)
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),

@@ -23,7 +23,7 @@ class StudyCallback(Callback):
     def _records(self) -> TrialRecords:
         """The driving study's records; a callback restored from a moved or copied study's tuner.pkl holds
         the original's root: one driver drives one study, so that study's are used."""
-        return LIVE[self.root] if self.root in LIVE else next(iter(LIVE.values()))
+        return LIVE[self.root] if self.root in LIVE or not LIVE else next(iter(LIVE.values()))
 
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)
@@ -67,7 +67,7 @@ class StudyCallback(Callback):
         to its staging directory (which it then copies into the study): sign those (``study.signing``).
         Returns None: the callback keeps no state of its own."""
         dirs = getattr(self, "_dirs", None)
-        if dirs is not None:
+        if dirs is not None and LIVE:  # LIVE: run by a study's driver
             sign(self._records().paths, Path(dirs[1]), source=Path(dirs[0]))
         return None
 

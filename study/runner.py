@@ -33,7 +33,7 @@ from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
 from study.integrity import open_study
 from study.method_spaces import TGDP
-from study.paths import StudyPaths, method_label, run_name, unit_label, units
+from study.paths import StudyPaths, method_label, method_runs, run_name, unit_label, units
 from study.preflight import check_ray_address, check_tracking_uri, new_study_dir, remove_if_unused
 from study.ray_auth import LOOPBACK, private_token
 from study.runtime import TrialRuntime, trial_runtime
@@ -317,8 +317,9 @@ def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri
     experiment_for(spec)
     check_tracking_uri(tracking_uri)
     check_ray_address(address)
-    for exp_dir in sorted(paths.ray.glob(f"{spec.name}-*")):  # before Ray starts; _run_tune checks again
-        verify(paths, exp_dir)
+    for _, _, _, _, run in method_runs(spec):  # before Ray starts (_run_tune checks again): what resume restores
+        if not paths.done_marker(run).is_file():
+            verify(paths, paths.ray / run_name(spec, run))
     return _drive(paths, spec, address, tracking_uri, resume=True)
 
 

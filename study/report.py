@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator
 
 from study import UserError
 from study.experiments import experiment_for
-from study.method_spaces import TGDP
 from study.integrity import REPORT_LOCK
+from study.method_spaces import TGDP
 from study.paths import StudyPaths, method_label, method_runs, units
 from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.yaml_io import dump_yaml, read_yaml
@@ -292,11 +292,12 @@ def best_over_seeds(paths: StudyPaths, spec: StudySpec, n: int, method: str = TG
 
 
 def check_best_out(paths: StudyPaths, out: Path, force: bool) -> None:
-    """Refuse a ``best --out`` inside the study directory (its spec.yaml is what resume verifies) and an
-    existing file unless ``force``."""
+    """Refuse a ``best --out`` inside this or any study directory (``best --out STUDY/spec.yaml`` replaced the
+    spec that resume verifies) and an existing file unless ``force``."""
     out = out.absolute()
-    if out.resolve() == paths.root or paths.root in out.resolve().parents:
-        raise UserError(f"--out {out}: inside the study directory {paths.root}; write the exported spec elsewhere")
+    for d in out.resolve().parents:
+        if d == paths.root or StudyPaths(d).exists():
+            raise UserError(f"--out {out}: inside the study directory {d}; write the exported spec elsewhere")
     if (out.exists() or out.is_symlink()) and not force:
         raise UserError(f"--out {out}: exists; add --force to overwrite it")
 

@@ -39,7 +39,7 @@ from study.safe_io import open_nofollow, write_text
 
 SECRET_ENV = "TGDP_STUDY_SECRET_FILE"
 MANIFEST = "signatures.json"
-KEEP = 4  # recent contents kept valid per file (Tune copies its staging directory asynchronously)
+KEEP = 8  # recent contents kept valid per file (Tune copies its staging directory asynchronously, one copy at a time)
 
 
 class SignatureError(UserError):

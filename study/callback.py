@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from study.paths import run_name
 from study.signing import sign
 from study.trial_records import TrialRecords
 
@@ -58,17 +59,21 @@ class StudyCallback(Callback):
         self._records().finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FAILED")
         print(f"[{self.label}] trial {trial.trial_id} FAILED (see {self.root}/ray)", flush=True)
 
-    def on_step_begin(self, iteration, trials, **info):
-        if trials and getattr(self, "_dirs", None) is None:  # where Tune stages and where it copies to
-            self._dirs = (trials[0].storage.experiment_driver_staging_path, trials[0].storage.experiment_fs_path)
-
     def get_state(self):
         """Tune calls this at each experiment checkpoint, after writing the experiment and searcher state
-        to its staging directory (which it then copies into the study): sign those (``study.signing``).
-        Returns None: the callback keeps no state of its own."""
-        dirs = getattr(self, "_dirs", None)
-        if dirs is not None and LIVE:  # LIVE: run by a study's driver
-            sign(self._records().paths, Path(dirs[1]), source=Path(dirs[0]))
+        to its driver staging directory (``<ray session>/artifacts/<time>/<run>/driver_artifacts``), which it
+        then copies into ``<study>/ray/<run>``: sign those (``study.signing``). Returns None: the callback
+        keeps no state of its own."""
+        if not LIVE:  # not run by a study's driver
+            return None
+        from ray.train.constants import _get_ray_train_session_dir
+
+        records = self._records()
+        exp = run_name(records.spec, self.label)
+        staged = sorted(Path(_get_ray_train_session_dir()).glob(f"*/{exp}/driver_artifacts"),
+                        key=lambda p: p.stat().st_mtime)
+        if staged:
+            sign(records.paths, records.paths.ray / exp, source=staged[-1])
         return None
 
     def __getstate__(self):

@@ -11,6 +11,11 @@ One concept per module:
     study.paths         study names, the on-disk layout (unit labels, trial results, state.json)
     study.experiments   the experiment registry (one ``Experiment`` per testbed)
     study.cli           the ``tgdp-study`` command line
+    study directory as a trust boundary (docs/security.md)
+    study.safe_io       writes that never follow a symlink; study.integrity: the study's own files checked
+    study.signing       HMAC manifest of the Ray Tune state that resume unpickles
+    study.preflight     what run / resume check before creating anything; the staging directory
+    study.relocate      moved or copied studies work on themselves; study.ray_auth: Ray token authentication
     running a study (driver)
     study.runner        run / resume: the lock, Ray, one Tune run per unit, reconciliation
     study.search        Optuna inside Tune (define-by-run, samplers, initial trials) and ASHA

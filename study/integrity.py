@@ -21,6 +21,7 @@ from pathlib import Path
 
 from study import UserError
 from study.paths import STATE_FILE, StudyPaths, open_study_dir
+from study.safe_io import no_symlink_below
 from study.signing import MANIFEST
 
 REPORT_LOCK = "report.lock"  # held by ``study.report.write_report``
@@ -61,9 +62,7 @@ def sqlite_problem(db: Path, tables: set[str]) -> str | None:
 def check_study_files(paths: StudyPaths) -> None:
     """Refuse a study whose own files are symlinked, missing, damaged or foreign (see the module doc)."""
     for name in TOP_LEVEL:
-        if (paths.root / name).is_symlink():
-            raise StudyIntegrityError(f"{paths.root / name}: is a symbolic link; a study directory holds none "
-                                      "(its files would be written through it)")
+        no_symlink_below(paths.root, paths.root / name)  # an UnsafePathError naming it
     state = paths.read_state()  # a StudyPathError for a truncated or foreign state.json
     stores = [(paths.optuna_db, OPTUNA_TABLES, "Optuna")]
     uri = state.get("tracking_uri", paths.mlflow_url)

@@ -3,7 +3,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export RAY_AUTH_MODE := disabled
 
 .PHONY: study test test-all bench gmm docs clean
 

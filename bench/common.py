@@ -67,9 +67,9 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
 
 def single_thread_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for child processes: 1 intra-op thread (2 shared cores; 2 threads under contention are
-    far slower than 1), Ray auth off, Train V2."""
+    far slower than 1), Train V2; Ray token authentication as a study runs it (``study.ray_auth``)."""
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled",
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                 "RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "PYTHONUNBUFFERED": "1"})
     env.update(extra or {})
     return env

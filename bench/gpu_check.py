@@ -133,8 +133,10 @@ def _worker(config: dict) -> None:
 
 
 def check(args: argparse.Namespace) -> dict:
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_V2_ENABLED": "1",
-                       "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"})
+    os.environ.update({"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"})
+    from study.ray_auth import private_token
+
+    private_token()  # token authentication, as a study's local Ray
     import tempfile
 
     import ray

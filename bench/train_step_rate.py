@@ -82,8 +82,11 @@ def main() -> int:
 
     import tempfile
 
-    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_TRAIN_V2_ENABLED": "1", "OMP_NUM_THREADS": "1",
+    os.environ.update({"RAY_TRAIN_V2_ENABLED": "1", "OMP_NUM_THREADS": "1",
                        "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"})
+    from study.ray_auth import private_token
+
+    private_token()  # token authentication, as a study's local Ray
     import ray
 
     plain = [_run_stage(args.steps)]

@@ -12,7 +12,12 @@ One concept per module:
     study.experiments   the experiment registry (one ``Experiment`` per testbed)
     study.cli           the ``tgdp-study`` command line (study.cli_help: examples, --version)
     study.overrides     ``--set KEY=VALUE`` (``run --set`` on a spec, ``gmm --set`` on a config)
-    study.layout, study.estimate   ``run --dry-run``: what a study writes, its run time from measured rates
+    study.plan          ``run --dry-run`` (study.layout: what a study writes; study.estimate, study.estimate_gpu: run time)
+    study directory as a trust boundary (docs/security.md)
+    study.safe_io       writes that never follow a symlink; study.integrity: the study's own files checked
+    study.signing       HMAC manifest of the Ray Tune state that resume unpickles
+    study.preflight     what run / resume check before creating anything; the staging directory
+    study.relocate      moved or copied studies work on themselves; study.ray_auth: Ray token authentication
     running a study (driver)
     study.runner        run / resume: the lock, Ray, one Tune run per unit, reconciliation
     study.extend        when a study is finished; ``resume --add-trials`` (a finished study extended)

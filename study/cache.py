@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from study.safe_io import UnsafePathError, append_text
 from tgdp.config import TGDPConfig, config_hash, to_dict
 from tgdp.methods import get_method
 
@@ -132,9 +133,8 @@ class StageCache:
         except FileNotFoundError:
             pass  # another process moved it first
         try:
-            with open(self.root / "corrupt.log", "a") as f:
-                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} {msg}\n")
-        except OSError:
+            append_text(self.root / "corrupt.log", f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} {msg}\n")
+        except (OSError, UnsafePathError):  # the log is best effort; never written through a symlink
             pass
 
     def put(self, kind: str, key: str, entry: dict[str, Any]) -> Path:

@@ -3,11 +3,15 @@ the driver."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ray.tune import Callback
 
 from study import metric_names
+from study.extend import tune_run
 from study.outcomes import FAILED, FINISHED, STOPPED
 from study.progress import LIVE as PROGRESS
+from study.signing import sign
 from study.trial_records import TrialRecords
 
 LIVE: dict[str, TrialRecords] = {}  # study root -> the running driver's records (the callback is pickled)
@@ -22,7 +26,13 @@ class StudyCallback(Callback):
         self.root, self.label = root, label
 
     def _records(self) -> TrialRecords:
-        return LIVE[self.root]
+        """The driving study's records; a callback restored from a moved or copied study's tuner.pkl holds
+        the original's root: one driver drives one study, so that study's are used."""
+        return LIVE[self.root] if self.root in LIVE or not LIVE else next(iter(LIVE.values()))
+
+    def _progress(self):
+        """The driving study's progress (the same rule as ``_records``)."""
+        return PROGRESS[self.root] if self.root in PROGRESS or not PROGRESS else next(iter(PROGRESS.values()))
 
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)
@@ -44,12 +54,12 @@ class StudyCallback(Callback):
         return next((i for i, t in enumerate(trials, 1) if t is trial), len(trials))
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        PROGRESS[self.root].trial_started(self._k(trials, trial), trial.trial_id, trial.config)
+        self._progress().trial_started(self._k(trials, trial), trial.trial_id, trial.config)
         self._run(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" in result and not result.get("final"):  # the final evaluation is logged from result.pt
-            PROGRESS[self.root].trial_epoch(self._k(trials, trial), trial.trial_id, int(result["epoch"]),
+            self._progress().trial_epoch(self._k(trials, trial), trial.trial_id, int(result["epoch"]),
                                             **self._shown(result))
             self._records().tracker.log_metrics(self._run(trial), metric_names.epoch_metrics(result),
                                                 step=int(result["epoch"]))
@@ -59,13 +69,30 @@ class StudyCallback(Callback):
         records.finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FINISHED")
         last = trial.last_result or {}
         outcome = FINISHED if last.get("final") else STOPPED
-        PROGRESS[self.root].trial_ended(self._k(trials, trial), trial.trial_id, outcome, last.get("epoch"),
+        self._progress().trial_ended(self._k(trials, trial), trial.trial_id, outcome, last.get("epoch"),
                                         **self._shown(last))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._records().finalize(self.label, trial.trial_id, trial.config, trial.last_result, "FAILED")
-        PROGRESS[self.root].trial_ended(self._k(trials, trial), trial.trial_id, FAILED, None, None,
+        self._progress().trial_ended(self._k(trials, trial), trial.trial_id, FAILED, None, None,
                                         note=f"(see {self.root}/ray)")
+
+    def get_state(self):
+        """Tune calls this at each experiment checkpoint, after writing the experiment and searcher state
+        to its driver staging directory (``<ray session>/artifacts/<time>/<run>/driver_artifacts``), which it
+        then copies into ``<study>/ray/<run>``: sign those (``study.signing``). Returns None: the callback
+        keeps no state of its own."""
+        if not LIVE:  # not run by a study's driver
+            return None
+        from ray.train.constants import _get_ray_train_session_dir
+
+        records = self._records()
+        exp, _ = tune_run(records.spec, records.paths, self.label)  # <study>-<run>, or its extension run
+        staged = sorted(Path(_get_ray_train_session_dir()).glob(f"*/{exp}/driver_artifacts"),
+                        key=lambda p: p.stat().st_mtime)
+        if staged:
+            sign(records.paths, records.paths.ray / exp, source=staged[-1])
+        return None
 
     def __getstate__(self):
         return {"root": self.root, "label": self.label}

@@ -28,16 +28,18 @@ from typing import Any
 
 from study import UserError
 from study.cli_help import add_examples, version
-from study.estimate import estimate
-from study.estimate_gpu import gpu_estimate
-from study.layout import describe_layout
-from study.paths import (
-    DEFAULT_STUDIES_DIR, StudyPaths, list_studies, open_study_dir, study_paths, validate_study_name,
-)
-from study.space import describe_space
-from study.spec import StudySpec, check_resources, dump_spec, load_spec, read_study_spec, spec_hash
+from study.integrity import open_study
+from study.paths import DEFAULT_STUDIES_DIR, list_studies, study_paths, validate_study_name
+from study.plan import dry_run_plan
+from study.spec import check_resources, load_spec, read_study_spec
 
 PROG = "tgdp-study"
+
+
+def os_error_message(e: OSError) -> str:
+    """One line naming the path and the system's reason (e.g. 'Read-only file system')."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
 
 
 def _finish(result: Any) -> int:
@@ -51,55 +53,6 @@ def _finish(result: Any) -> int:
 # run / --dry-run
 
 
-def _plan(spec: StudySpec, study_dir: Path, address: str | None) -> str:
-    r, es = spec.resources, spec.early_stopping
-    n_trials = spec.budget.trials_per_n * len(spec.factors.n) * len(spec.factors.seeds) * len(spec.tuned_methods)
-    objective = ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)
-    if address:
-        fit = f"checked against the cluster at {address} at run time"
-    else:
-        cpus = r.num_cpus if r.num_cpus is not None else os.cpu_count()
-        fit = f"fits this machine ({cpus:g} CPUs, {r.num_gpus or 0:g} GPUs)"
-    workers = (f"{r.workers_per_trial} Train workers x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU)"
-               if r.workers_per_trial else "in-process TorchTrainer (0 workers)")
-    lines = [
-        f"study        {spec.name}  ({spec.source})",
-        f"directory    {study_dir}  (not created by --dry-run)",
-        f"spec sha256  {spec_hash(spec)}",
-        "",
-        "== resolved spec ==",
-        dump_spec(spec).rstrip(),
-        "",
-        f"== search space: {len(spec.space)} parameters, sampler {spec.sampler} (seed {spec.sampler_seed}) ==",
-        describe_space(spec.space),
-        *(line for m in spec.tuned_methods[1:] for line in (f"  -- {m} --", describe_space(spec.space_of(m)))),
-        "",
-        "== plan ==",
-        f"  target sizes n = {list(spec.factors.n)} x seeds {list(spec.factors.seeds)}: "
-        f"{spec.budget.trials_per_n} trials each per tuned method ({', '.join(spec.tuned_methods)}), "
-        f"{n_trials} trials in all",
-        f"  objective    {objective}" + ("  (multi-objective: Pareto front per n)" if spec.multi_objective else ""),
-        f"  time budget  {spec.budget.time_budget_s:g} s per n" if spec.budget.time_budget_s else
-        "  time budget  none",
-        f"  early stop   ASHA on the guidance epoch: grace {es.grace_period}, reduction {es.reduction_factor:g}, "
-        f"max_epochs {spec.max_epochs}" if es.enabled else "  early stop   off",
-        "",
-        "== resources ==",
-        f"  per trial    driver {r.cpus_per_trial:g} CPU + {workers} = {r.trial_cpus:g} CPUs, {r.trial_gpus:g} GPUs",
-        f"  concurrency  up to {r.max_concurrent_trials} trials = {r.max_concurrent_trials * r.trial_cpus:g} CPUs, "
-        f"{r.max_concurrent_trials * r.trial_gpus:g} GPUs",
-        f"  check        {fit}",
-        "",
-        describe_layout(spec, StudyPaths(study_dir)),
-        "",
-        estimate(spec),
-        "",
-        "== GPU estimate (measured rates, bench/results; study.estimate_gpu) ==",
-        gpu_estimate(spec),
-    ]
-    return "\n".join(lines)
-
-
 def cmd_run(a: argparse.Namespace) -> int:
     spec = load_spec(a.spec, tuple(a.set or ()))
     if a.name is not None:
@@ -110,7 +63,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if not a.address:
         check_resources(spec)  # the cluster's totals are checked again by the runner
     if a.dry_run:
-        print(_plan(spec, paths.root, a.address))
+        print(dry_run_plan(spec, paths.root, a.address))
         return 0
     if paths.exists():
         raise UserError(f"study already exists: {paths.root} (resume it with `{PROG} resume {paths.root}`, "
@@ -123,7 +76,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_resume(a: argparse.Namespace) -> int:
     from study.extend import add_trials, resume_finished, study_finished
 
-    paths = open_study_dir(a.dir)
+    paths = open_study(a.dir)
     spec = read_study_spec(paths)  # refuses a spec edited since creation, before anything starts
     if a.add_trials:
         spec = add_trials(paths, a.add_trials)
@@ -135,43 +88,43 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.report import status
 
     return _finish(status(root))
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.report import write_report
 
     return _finish(write_report(root))
 
 
 def cmd_best(a: argparse.Namespace) -> int:
-    paths = open_study_dir(a.dir)
+    paths = open_study(a.dir)
     out = Path(a.out).resolve() if a.out else None
     from study.report import export_best
 
-    return _finish(export_best(paths.root, a.n, out, a.method))
+    return _finish(export_best(paths.root, a.n, out, a.method, force=a.force))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.evaluate import evaluate_study, parse_seeds
 
     return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out, a.jobs))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.ui import serve
 
     return _finish(serve(root, a.host, a.port))
 
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
-    root = open_study_dir(a.dir).root
+    root = open_study(a.dir).root
     from study.dashboard import serve
 
     return _finish(serve(root, a.port))
@@ -322,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="study directory")
     p.add_argument("--n", type=int, required=True, help="target sample size")
     p.add_argument("--method", default="tgdp", help="a tuned method of the study (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output file (default: print)")
+    p.add_argument("--out", default=None, help="output file outside the study directory (default: print)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.set_defaults(func=cmd_best)
 
     p = sub.add_parser("evaluate", help="the protocol's final table: every method, frozen best configs, on "
@@ -394,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # read-only, full or pseudo file systems for --dir / --out: the path, not a traceback
+        print(f"{PROG}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 from study import UserError
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, open_study_dir
+from study.safe_io import write_text
 from study.spec import StudySpec, read_study_spec
 
 EXTRA_METRICS = ("mode_balance_error",)  # reported next to the objectives when the experiment has them
@@ -76,9 +77,7 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))  # atomic, never through a symlink
 
 
 def method_order(spec: StudySpec, exp: Any) -> list[str]:
@@ -231,7 +230,7 @@ def write_table(spec: StudySpec, exp: Any, out_dir: Path, seeds: list[int], meth
         md += [f"## {metric}", "", render_markdown(comps)]
         out["comparisons"] += [c.to_dict() for c in comps]
     text = "\n".join(md)
-    (out_dir / "table.md").write_text(text)
+    write_text(out_dir / "table.md", text)
     _write_json(out_dir / "table.json", out)
     return text + f"\nresults: {out_dir}\n"
 

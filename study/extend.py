@@ -17,12 +17,12 @@ it is older than the newest DONE marker or spec.yaml (or missing), and printed.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from study import UserError
 from study.paths import StudyPaths, method_runs, run_name
+from study.safe_io import write_text
 from study.spec import StudySpec, dump_spec, parse_spec, read_study_spec, spec_dict, spec_hash
 
 PROG = "tgdp-study"
@@ -54,7 +54,7 @@ def mark_done(paths: StudyPaths, run: str, spec: StudySpec, trials: int) -> None
     """Write run's DONE marker: the trials its Tune runs ran in all and the budget they reached."""
     done = paths.done_marker(run)
     done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(f"{trials} trials\ntrials_per_n {spec.budget.trials_per_n}\n")
+    write_text(done, f"{trials} trials\ntrials_per_n {spec.budget.trials_per_n}\n", root=paths.root)
 
 
 def done_trials(paths: StudyPaths, run: str) -> int:
@@ -95,12 +95,9 @@ def add_trials(paths: StudyPaths, k: int) -> StudySpec:
     for *_, run in method_runs(spec):
         if done_budget(paths, run) == 0:
             mark_done(paths, run, spec, done_trials(paths, run))
-    # both written before either is replaced: a crash leaves the old pair or (rarely) a pair that resume refuses
-    files = ((paths.spec_sha, spec_hash(new) + "\n"), (paths.spec, dump_spec(new)))
-    for target, text in files:
-        target.with_suffix(target.suffix + ".tmp").write_text(text, encoding="utf-8")
-    for target, _ in files:
-        os.replace(target.with_suffix(target.suffix + ".tmp"), target)
+    # each replaced atomically, never through a symlink: a crash between them leaves a pair resume refuses
+    for target, text in ((paths.spec_sha, spec_hash(new) + "\n"), (paths.spec, dump_spec(new))):
+        write_text(target, text, root=paths.root)
     print(f"study {spec.name}: budget.trials_per_n {old} -> {old + k} (spec.yaml and spec.sha256 updated)",
           flush=True)
     return new

@@ -28,13 +28,13 @@ The paths of ``StudyPaths`` are absolute (Ray workers and MLflow may run in othe
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from study import UserError
+from study.safe_io import write_text
 
 # Safe study name: starts alphanumeric, then letters, digits, "_", ".", "-"; at most 64 characters.
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -126,7 +126,14 @@ class StudyPaths:
     def read_state(self) -> dict[str, str]:
         """``state.json`` ({} before the first run) with its paths absolute again. Older studies stored
         absolute paths: those are read as they are."""
-        state = json.loads(self.state.read_text()) if self.state.is_file() else {}
+        try:
+            state = json.loads(self.state.read_text()) if self.state.is_file() else {}
+        except (ValueError, UnicodeDecodeError) as e:  # truncated or overwritten: a message, never a traceback
+            raise StudyPathError(f"{self.state}: not valid JSON ({e}); restore it from a backup, or delete it to "
+                                 "fall back to the study's own mlflow.db and cache/") from None
+        if not isinstance(state, dict) or not all(isinstance(v, str) for v in state.values()):
+            raise StudyPathError(f"{self.state}: expected an object of strings (cache_dir, tracking_uri); "
+                                 "restore it from a backup, or delete it")
         if "cache_dir" in state:
             state["cache_dir"] = str(self.root / state["cache_dir"])  # an absolute value stays itself
         uri = state.get("tracking_uri", "")
@@ -142,9 +149,7 @@ class StudyPaths:
         uri = out.get("tracking_uri", "")
         if uri.startswith(_SQLITE + "/"):
             out["tracking_uri"] = _SQLITE + self._relative(Path(uri[len(_SQLITE):]))
-        tmp = self.state.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(out, indent=1))
-        os.replace(tmp, self.state)
+        write_text(self.state, json.dumps(out, indent=1), root=self.root)
 
     @staticmethod
     def absolute_uri(uri: str) -> str:

@@ -8,6 +8,7 @@ The only module that imports matplotlib: the study report and trials (``samples_
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from study.safe_io import UnsafePathError, write_bytes  # noqa: E402
 from tgdp import stages  # noqa: E402
 from tgdp.config import GMMConfig, from_dict  # noqa: E402
 from tgdp.data.gmm import GMMTask  # noqa: E402
@@ -99,6 +101,13 @@ def _scatter(ax, samples: torch.Tensor, data: dict[str, Any], title: str) -> Non
     ax.set_title(title, fontsize=9)
 
 
+def save_figure(fig: Any, path: Path, dpi: int) -> None:
+    """``fig`` as PNG at ``path``, written atomically and never through a symlink (``study.safe_io``)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    write_bytes(Path(path), buf.getvalue())
+
+
 def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title: str) -> Path | None:
     """Samples (first two coordinates) over the target density contours (ECG records: traces). None when dim < 2."""
     if samples.shape[1] < 2:
@@ -106,7 +115,7 @@ def samples_plot(samples: torch.Tensor, data: dict[str, Any], path: Path, title:
     fig, ax = plt.subplots(figsize=(4, 4))
     _scatter(ax, samples, data, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -122,7 +131,7 @@ def ratio_plot(grid: dict[str, torch.Tensor], path: Path, title: str = "log r(x)
         ax.set_title(f"{title}: {key}", fontsize=9)
         ax.set_aspect("equal")
     fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
     return path
 
@@ -140,7 +149,7 @@ def samples_grid(panels: list[tuple[str, torch.Tensor, dict[str, Any]]], path: P
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path
 
@@ -172,7 +181,7 @@ def gmm_samples_grid(samples: dict[int, dict[str, torch.Tensor]], tasks: dict[in
             if j == 0:
                 ax.set_ylabel(f"n = {n}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -200,7 +209,7 @@ def gmm_ratio_fields(fields: dict[int, tuple[GMMTask, dict]], path: Path, t: flo
             ax.set(xticks=[], yticks=[])
             ax.set_title(f"{title}, n={n}", fontsize=8)
         fig.colorbar(im, ax=axes[i].tolist(), shrink=0.8)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -268,9 +277,11 @@ def optuna_plots(study: Any, out: Path, prefix: str, metric: str = "objective") 
                 p = out / f"{prefix}_{fig_name}.png"
                 fig.set_size_inches(*((9, 4.5) if fig_name == "parallel" else (6, 4)))  # parallel: room for names
                 fig.tight_layout()
-                fig.savefig(p, dpi=80)
+                save_figure(fig, p, dpi=80)
                 plt.close(fig)
                 paths.append(p)
+            except UnsafePathError:
+                raise
             except Exception:  # noqa: BLE001 - e.g. importances need a varying parameter; a missing figure
                 plt.close("all")  # must not break the report
     return paths, notes

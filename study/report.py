@@ -15,21 +15,28 @@ draw: the best trial per n, selected on validation, next to every baseline and o
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import math
+import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from study import UserError
 from study.experiments import experiment_for
+from study.integrity import REPORT_LOCK
 from study.method_spaces import TGDP
 from study.outcomes import counts_line, outcome_columns, short_params
 from study.paths import StudyPaths, method_label, method_runs, units
+from study.safe_io import no_symlink_below, open_nofollow, write_text
 from study.yaml_io import dump_yaml, read_yaml
 from study.spec import StudySpec, parse_spec, read_study_spec, spec_dict
 
 
-def _load_study(paths: StudyPaths, name: str):
+def _load_study(paths: StudyPaths, name: str, readonly: bool = False):
+    """The Optuna study ``name`` or None; ``readonly``: opened so that nothing is written (``status``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -38,7 +45,8 @@ def _load_study(paths: StudyPaths, name: str):
     from sqlalchemy.exc import DatabaseError
 
     try:
-        return optuna.load_study(study_name=name, storage=paths.optuna_url)
+        url = f"sqlite:///file:{paths.optuna_db}?mode=ro&uri=true" if readonly else paths.optuna_url
+        return optuna.load_study(study_name=name, storage=url)
     except KeyError:
         return None
     except DatabaseError as e:  # not sqlite (overwritten, truncated): a clean message, never a traceback
@@ -93,7 +101,7 @@ def status(study_dir: str | Path) -> str:
              ", ".join(f"{o.direction} {o.metric}" for o in spec.objective)]
     width = 1 + max(len(label) for *_, label in method_runs(spec))  # the counts line up as a table
     for n, seed, unit, method, label in method_runs(spec):
-        study = _load_study(paths, f"{spec.name}-{label}")
+        study = _load_study(paths, f"{spec.name}-{label}", readonly=True)  # status never writes
         if study is None:
             lines.append(f"  {label + ':':<{width}} not started")
             continue
@@ -153,17 +161,40 @@ def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
-    """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown."""
+    """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown.
+    Concurrent calls (two shells, or one beside a finishing driver) run one after the other: two MLflow
+    syncs at once left mlflow.db half-migrated."""
+    paths = StudyPaths(Path(study_dir).resolve())
+    with report_lock(paths):
+        return _write_report(paths, tracking_uri)
+
+
+@contextmanager
+def report_lock(paths: StudyPaths) -> Iterator[None]:
+    """Exclusive ``flock`` on ``<study>/report.lock`` (``REPORT_LOCK``; waits for another ``report`` to finish)."""
+    fd = open_nofollow(paths.root / REPORT_LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another report of {paths.root} to finish ...", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
     from study import metric_names, plots
     from study.report_figures import flagged_panels, panel_title, unit_figures
 
-    paths = StudyPaths(Path(study_dir).resolve())
     spec = read_study_spec(paths)
     state = paths.read_state()
     cache_dir = Path(state.get("cache_dir", paths.cache))
     tracking_uri = tracking_uri or state.get("tracking_uri", paths.mlflow_url)
     out = paths.report
-    out.mkdir(parents=True, exist_ok=True)
+    no_symlink_below(paths.root, out)
+    out.mkdir(exist_ok=True)
     summary, trial_rows, panels, figures, studies, missing = [], [], [], [], [], []
     notes, bests, baseline_values = [], [], []  # figure notes; MLflow: (unit, n, best values), (n, test values)
     metric = spec.metrics[0]
@@ -207,13 +238,13 @@ def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
     notes = flagged_panels(panels) + notes
     cols = ["method", "n", "seed", "trial", *experiment_for(spec).table_metrics,
             *(k for k in ACCOUNTING_KEYS if any(k in r for r in summary))]
-    (out / "summary.csv").write_text(_csv(summary, cols))
+    write_text(out / "summary.csv", _csv(summary, cols), root=paths.root)
     md = (f"# {spec.name}: test-draw comparison (best trial per n and tuned method selected on validation)\n\n"
           + _table_md(summary, cols) + "".join(f"\n{m}" for m in missing) + ("\n" if missing else "")
           + ("\n## Figures\n\n" + "\n".join(notes) + "\n" if notes else ""))
-    (out / "summary.md").write_text(md)
+    write_text(out / "summary.md", md, root=paths.root)
     tcols = sorted({k for r in trial_rows for k in r}, key=lambda k: (k.startswith("param."), k))
-    (out / "trials.csv").write_text(_csv(trial_rows, tcols))
+    write_text(out / "trials.csv", _csv(trial_rows, tcols), root=paths.root)
     if (p := plots.samples_grid(panels, out / "samples_grid.png")) is not None:
         figures.append(p)
     note = ""
@@ -231,10 +262,12 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
     (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
     per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run."""
     from study.cache import StageCache
+    from study.relocate import relocate_mlflow
     from study.spec import dump_spec
     from study.tracking import Tracker
     from study.trial_records import TrialRecords
 
+    relocate_mlflow(paths, tracking_uri, spec.name)  # a moved or copied study logs into itself
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
     cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)
@@ -284,11 +317,24 @@ def best_over_seeds(paths: StudyPaths, spec: StudySpec, n: int, method: str = TG
     return min(found, key=lambda x: sign * x[0].values[0])
 
 
-def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: str = TGDP) -> str:
+def check_best_out(paths: StudyPaths, out: Path, force: bool) -> None:
+    """Refuse a ``best --out`` inside this or any study directory (``best --out STUDY/spec.yaml`` replaced the
+    spec that resume verifies) and an existing file unless ``force``."""
+    out = out.absolute()
+    for d in out.resolve().parents:
+        if d == paths.root or StudyPaths(d).exists():
+            raise UserError(f"--out {out}: inside the study directory {d}; write the exported spec elsewhere")
+    if (out.exists() or out.is_symlink()) and not force:
+        raise UserError(f"--out {out}: exists; add --force to overwrite it")
+
+
+def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: str = TGDP, force: bool = False) -> str:
     """The spec of a single re-run of the best trial of ``method`` for ``n``: its params moved into ``fixed``."""
     from study.space import params_to_overrides
 
     paths = StudyPaths(Path(study_dir).resolve())
+    if out is not None:
+        check_best_out(paths, out, force)
     spec = read_study_spec(paths)
     if n not in spec.factors.n:
         raise UserError(f"n={n} is not a target size of study {spec.name}; allowed: {list(spec.factors.n)}")
@@ -326,6 +372,6 @@ def export_best(study_dir: str | Path, n: int, out: Path | None = None, method: 
     parse_spec(read_yaml(text, "<best>"), "<best>")  # what `run` will accept
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        write_text(out, text)  # checked by check_best_out before the study was read
         return f"wrote {out}"
     return text.rstrip()

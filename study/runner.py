@@ -34,10 +34,15 @@ from typing import Any, Iterator
 from study import UserError
 from study.cache import StageCache, classifier_key, classifier_searched, resolve_cache_dir, source_key
 from study.extend import done_trials, mark_done, run_finished, tune_run
+from study.integrity import open_study
 from study.method_spaces import TGDP
-from study.paths import StudyPaths, method_label, open_study_dir, run_name, unit_label, units
+from study.paths import StudyPaths, method_label, method_runs, run_name, unit_label, units
+from study.preflight import check_ray_address, check_tracking_uri, new_study_dir, remove_if_unused
 from study.progress import LIVE as PROGRESS, Progress
+from study.ray_auth import LOOPBACK, private_token
 from study.runtime import TrialRuntime, trial_runtime
+from study.safe_io import no_symlink_below, open_nofollow
+from study.signing import sign, verify
 from study.spec import StudySpec, check_resources, read_study_spec, resource_issues, write_spec
 from study.trial_records import TrialRecords
 
@@ -50,7 +55,8 @@ PROG = "tgdp-study"
 def study_lock(paths: StudyPaths) -> Iterator[None]:
     """Exclusive ``fcntl.flock`` on ``<study>/lock`` holding our pid; a second driver gets a UserError."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    no_symlink_below(paths.root, paths.lock)
+    fd = open_nofollow(paths.lock, os.O_RDWR | os.O_CREAT)  # a planted symlink would be truncated through
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -71,7 +77,6 @@ def _init_ray(spec: StudySpec, address: str | None, verbose: bool = False) -> tu
 
     from study.console import ray_logging_level
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     from study.trial import quiet_ray_logs
 
@@ -83,11 +88,12 @@ def _init_ray(spec: StudySpec, address: str | None, verbose: bool = False) -> tu
             context = ray.init(address=address, **quiet)
         else:
             r = spec.resources
+            private_token()  # token authentication with a fresh token of this driver's (study.ray_auth)
             # address="local": always a new Ray of our own; plain ray.init() would join any Ray already running on
             # this machine (RAY_ADDRESS or /tmp/ray) and then refuse num_cpus with a traceback
             context = ray.init(address="local", num_cpus=int(r.num_cpus) if r.num_cpus else os.cpu_count(),
                                num_gpus=int(r.num_gpus) if r.num_gpus is not None else None,
-                               include_dashboard=_dashboard(r), **quiet)
+                               include_dashboard=_dashboard(r), **LOOPBACK, **quiet)
         started = True
     total = ray.cluster_resources()
     issues = resource_issues(spec.resources, float(total.get("CPU", 0)), float(total.get("GPU", 0)),
@@ -197,6 +203,7 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
     progress = PROGRESS[str(paths.root)]
     resumed = tune.Tuner.can_restore(str(exp_path))
     if resumed:
+        verify(paths, exp_path)  # Tune unpickles what it restores: only files this study's driver signed
         tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, tune_config=tune_config(spec, run, paths, rt.method),
@@ -204,6 +211,7 @@ def _run_tune(records: TrialRecords, rt: TrialRuntime, run: str) -> bool:
                                                      callbacks=[StudyCallback(str(paths.root), run)],
                                                      # a trial whose node died restarts from its last checkpoint
                                                      failure_config=tune.FailureConfig(max_failures=rt.max_failures)))
+        sign(paths, exp_path, only=("tuner.pkl",))  # just written by Tuner(); the rest at Tune's checkpoints
     progress.run_start(run, rt.method, resumed)
     try:
         with _sigint_watch() as interrupted:
@@ -267,6 +275,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
 
     from study.callback import LIVE
     from study.mlflow_store import ensure_sqlite_store
+    from study.relocate import drive, relocate_mlflow
     from study.report import write_report
     from study.tracking import Tracker
 
@@ -279,6 +288,8 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
         ensure_sqlite_store(state["tracking_uri"])  # copied from a template: the migrations ran once
+        relocate_mlflow(paths, state["tracking_uri"], spec.name)  # a moved or copied study logs into itself
+        drive(paths)  # and Tune's restored Optuna storage opens its own optuna.db
         tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
         if resume:
             killed = tracker.close_running("KILLED")
@@ -327,8 +338,16 @@ def run_study(spec: StudySpec, study_dir: str | Path, address: str | None = None
     if not address:
         check_resources(spec)
     experiment_for(spec)  # refuse an experiment the runner cannot run before anything is written
-    write_spec(spec, paths)
-    return _drive(paths, spec, address, tracking_uri, resume=False, verbose=verbose)
+    check_tracking_uri(tracking_uri)
+    check_ray_address(address)
+    with new_study_dir(paths) as staging:  # renamed into place complete, or removed
+        write_spec(spec, staging)
+    try:
+        return _drive(paths, spec, address, tracking_uri, resume=False, verbose=verbose)
+    except BaseException:
+        if remove_if_unused(paths):  # failed before any work (Ray or MLflow would not start): run again
+            print(f"{paths.root}: removed (nothing was computed yet)", flush=True)
+        raise
 
 
 def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri: str | None = None,
@@ -336,9 +355,14 @@ def resume_study(study_dir: str | Path, address: str | None = None, tracking_uri
     """Continue an interrupted study: finished units are kept, unfinished Tune runs restored."""
     from study.experiments import experiment_for
 
-    paths = open_study_dir(study_dir)
+    paths = open_study(study_dir)
     spec = read_study_spec(paths)
     experiment_for(spec)
+    check_tracking_uri(tracking_uri)
+    check_ray_address(address)
+    for _, _, _, _, run in method_runs(spec):  # before Ray starts (_run_tune checks again): what resume restores
+        if not run_finished(paths, run, spec):
+            verify(paths, paths.ray / tune_run(spec, paths, run)[0])
     return _drive(paths, spec, address, tracking_uri, resume=True, verbose=verbose)
 
 

@@ -21,6 +21,7 @@ from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
 from study.method_spaces import TGDP, trains_guidance
 from study.outcomes import STOP_EPOCH
 from study.paths import StudyPaths, run_name
+from study.relocate import StudyStorage
 from study.space import SAMPLERS, SWITCH_CHOICES, Space, initial_trial_params, switch_name
 from study.spec import StudySpec
 
@@ -112,7 +113,7 @@ def make_search(spec: StudySpec, label: str, paths: StudyPaths, method: str = TG
 
     modes = ["min" if d == "minimize" else "max" for d in spec.directions]
     multi = spec.multi_objective
-    storage = optuna.storages.RDBStorage(paths.optuna_url)
+    storage = StudyStorage(paths.optuna_url)  # pickled into tuner.pkl by role: a copied study reopens its own
     space = spec.space_of(method)
     if spec.initial_trials_of(method):
         enqueue_initial_trials(spec, storage, run_name(spec, label), method)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from study import Issue, SpecError, UserError
 from study.experiments import EXPERIMENTS, get_experiment  # data, evaluation and metrics of each experiment
 from study.method_spaces import TGDP, MethodSpace, method_space_issues, trains_guidance
 from study.paths import STUDY_NAME_RULE, StudyPaths, is_safe_name
+from study.safe_io import write_text
 from study.space import (
     SAMPLERS, SINGLE_OBJECTIVE_SAMPLERS, CategoricalParam, Condition, IntParam, Param, check_initial_trials,
     check_space, params_to_overrides,
@@ -367,16 +367,17 @@ def write_spec(spec: StudySpec, paths: StudyPaths) -> None:
         raise UserError(f"study already exists: {paths.root} (resume it with `tgdp-study resume {paths.root}`)")
     paths.root.mkdir(parents=True, exist_ok=True)
     for target, text in ((paths.spec_sha, spec_hash(spec) + "\n"), (paths.spec, dump_spec(spec))):
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)  # spec.yaml last: its presence marks a complete study directory
+        write_text(target, text, root=paths.root)  # spec.yaml last: its presence marks a complete study directory
 
 
 def read_study_spec(paths: StudyPaths) -> StudySpec:
     """The spec of an existing study; refuses one whose spec.yaml changed since creation."""
     spec = load_spec(paths.spec)
-    want = paths.spec_sha.read_text().strip() if paths.spec_sha.is_file() else None
-    if want is not None and want != spec_hash(spec):
+    if not paths.spec_sha.is_file():  # else deleting it would switch the changed-spec check off
+        raise UserError(f"{paths.spec_sha}: missing; a study records its spec's hash at creation, restore the file "
+                        "from a backup (or a copy of the study)")
+    want = paths.spec_sha.read_text(errors="replace").strip()
+    if want != spec_hash(spec):
         raise UserError(f"{paths.spec}: changed since the study was created (sha256 {spec_hash(spec)[:12]} != "
                         f"recorded {want[:12]}); a study's spec is frozen: start a new study instead")
     return spec

@@ -64,8 +64,13 @@ def serve(study_dir: str | Path, host: str = "127.0.0.1", port: int = 5000, star
         return 0
     if _answers(host, port):
         raise UserError(f"ui --port {port}: a server already answers on {host}:{port}; choose another --port")
+    from study.relocate import relocate_mlflow
+    from study.spec import read_study_spec
+
+    paths = StudyPaths(Path(study_dir).resolve())
+    relocate_mlflow(paths, cmd[3], read_study_spec(paths).name)  # a moved or copied study shows its own artefacts
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    print(f"starting the MLflow UI of {Path(study_dir).resolve()} ...", flush=True)
+    print(f"starting the MLflow UI of {paths.root} ...", flush=True)
     # Its own session, stopped as a group: on Ctrl-C `mlflow server` exits but its uvicorn workers and job
     # runners (huey consumers) did not, and kept the port. A study UI runs no MLflow jobs: those are off.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

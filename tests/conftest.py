@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tests.study_util  # noqa: F401 - Ray token authentication and the signing secret for every test
 from tgdp.config import GMMConfig
 from tgdp.data.gmm import GMMTask
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "search_spaces" / "gmm_smoke.yaml"
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray as a study runs it: token authentication, one token for the test session (the drivers the tests start
+# inherit it, so a test can also join their Ray); never RAY_AUTH_MODE=disabled, whatever the shell set
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+# the drivers the tests start sign their Tune state (study.signing) with a test secret, not the user's own
+os.environ.setdefault("TGDP_STUDY_SECRET_FILE",
+                      str(Path(tempfile.gettempdir()) / f"tgdp-study-tests-{os.getuid()}" / "secret"))
 
 
 def tiny_spec(tmp_path: Path, name: str, **changes: Any) -> Path:

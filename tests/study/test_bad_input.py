@@ -125,6 +125,27 @@ def _corrupt_optuna(command: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _study_edit(edit: Callable[[Path], object], command: str) -> Callable[[Path], list[str]]:
+    """An ``existing_study`` damaged by ``edit(root)``, then ``command`` on it."""
+    def setup(tmp: Path) -> list[str]:
+        root = existing_study(tmp)
+        edit(root)
+        return [command, str(root)]
+    return setup
+
+
+def _foreign_sqlite(name: str) -> Callable[[Path], None]:
+    def edit(root: Path) -> None:
+        import sqlite3
+
+        (root / name).unlink(missing_ok=True)
+        con = sqlite3.connect(root / name)
+        con.execute("CREATE TABLE notes (text TEXT)")
+        con.commit()
+        con.close()
+    return edit
+
+
 def _file(tmp: Path) -> Path:
     p = tmp / "notes.txt"
     p.write_text("not a directory\n")
@@ -213,11 +234,58 @@ CASES: list[Case] = [
          lambda tmp: ["best", str(existing_study(tmp)), "--n", "7"],
          ["n=7 is not a target size of study gmm-smoke; allowed: [10, 100]"]),
     Case("status-corrupt-optuna", "`status` with a corrupt optuna.db", "tgdp-study status STUDY",
-         _corrupt_optuna("status"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+         _corrupt_optuna("status"),
+         ["{tmp}/studies/gmm-smoke/optuna.db: not an SQLite database; expected the study's Optuna store"]),
     Case("report-corrupt-optuna", "`report` with a corrupt optuna.db", "tgdp-study report STUDY",
-         _corrupt_optuna("report"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+         _corrupt_optuna("report"),
+         ["{tmp}/studies/gmm-smoke/optuna.db: not an SQLite database; expected the study's Optuna store"]),
     Case("best-corrupt-optuna", "`best` with a corrupt optuna.db", "tgdp-study best STUDY --n 10",
-         _corrupt_optuna("best"), ["{tmp}/studies/gmm-smoke/optuna.db: not a readable Optuna database"]),
+         _corrupt_optuna("best"),
+         ["{tmp}/studies/gmm-smoke/optuna.db: not an SQLite database; expected the study's Optuna store"]),
+    # --- the study's own files (study.integrity, study.safe_io) and options checked before `run` creates anything --
+    Case("resume-no-spec-sha256", "resume after spec.sha256 was deleted", "tgdp-study resume STUDY",
+         _study_edit(lambda root: (root / "spec.sha256").unlink(), "resume"),
+         ["{tmp}/studies/gmm-smoke/spec.sha256: missing", "restore the file"]),
+    Case("status-truncated-state", "`status` with a truncated state.json", "tgdp-study status STUDY",
+         _study_edit(lambda root: (root / "state.json").write_text('{"cache_dir": "ca'), "status"),
+         ["{tmp}/studies/gmm-smoke/state.json: not valid JSON"]),
+    Case("status-empty-optuna", "`status` with a 0-byte optuna.db", "tgdp-study status STUDY",
+         _study_edit(lambda root: (root / "optuna.db").write_bytes(b""), "status"),
+         ["{tmp}/studies/gmm-smoke/optuna.db: empty (0 bytes); expected the study's Optuna store"]),
+    Case("status-foreign-optuna", "`status` with another program's SQLite file as optuna.db", "tgdp-study status STUDY",
+         _study_edit(_foreign_sqlite("optuna.db"), "status"),
+         ["{tmp}/studies/gmm-smoke/optuna.db: not this store's database (no table studies, trials, version_info)"]),
+    Case("report-broken-mlflow", "`report` with a broken mlflow.db", "tgdp-study report STUDY",
+         _study_edit(lambda root: (root / "mlflow.db").write_bytes(b"\0" * 100), "report"),
+         ["{tmp}/studies/gmm-smoke/mlflow.db: not an SQLite database; expected the study's MLflow store"]),
+    Case("resume-symlinked-lock", "a study's lock is a symlink (to a file of the user's)", "tgdp-study resume STUDY",
+         _study_edit(lambda root: (root / "lock").symlink_to(_file(root.parent.parent)), "resume"),
+         ["{tmp}/studies/gmm-smoke/lock: is a symbolic link"]),
+    Case("best-out-in-study", "`best --out` inside the study directory",
+         "tgdp-study best STUDY --n 10 --out STUDY/spec.yaml",
+         lambda tmp: ["best", str(r := existing_study(tmp)), "--n", "10", "--out", str(r / "spec.yaml")],
+         ["--out {tmp}/studies/gmm-smoke/spec.yaml: inside the study directory {tmp}/studies/gmm-smoke"]),
+    Case("best-out-exists", "`best --out` an existing file without --force", "tgdp-study best STUDY --n 10 --out FILE",
+         lambda tmp: ["best", str(existing_study(tmp)), "--n", "10", "--out", str(_file(tmp))],
+         ["--out {tmp}/notes.txt: exists; add --force to overwrite it"]),
+    Case("run-tracking-uri-scheme", "`--tracking-uri` with a scheme MLflow does not serve",
+         "tgdp-study run SPEC --tracking-uri URI",
+         _spec_run(smoke(), extra=("--tracking-uri", "ftp://host/mlruns")),
+         ["--tracking-uri ftp://host/mlruns: unsupported scheme 'ftp'", "allowed: sqlite://, file://, http://"]),
+    Case("run-tracking-uri-unreachable", "`--tracking-uri` of a server that is not there",
+         "tgdp-study run SPEC --tracking-uri URI",
+         _spec_run(smoke(), extra=("--tracking-uri", "http://127.0.0.1:9")),
+         ["--tracking-uri http://127.0.0.1:9: no MLflow server answered within 10 s"]),
+    Case("run-address-unreachable", "`--address` where no Ray cluster listens", "tgdp-study run SPEC --address ADDR",
+         _spec_run(smoke(), extra=("--address", "127.0.0.1:9")),
+         ["--address 127.0.0.1:9: 127.0.0.1:9 not reachable within 10 s"]),
+    Case("run-address-malformed", "`--address` that is not HOST:PORT", "tgdp-study run SPEC --address ADDR",
+         _spec_run(smoke(), extra=("--address", "headnode")),
+         ["--address headnode: expected HOST:PORT", "auto or local"]),
+    Case("run-dir-procfs", "`--dir` on procfs", "tgdp-study run SPEC --dir /proc/self/studies",
+         lambda tmp: ["run", str(SMOKE), "--dir", "/proc/self/studies"], ["/studies: No such file or directory"]),
+    Case("run-dir-read-only", "`--dir` on a read-only file system (sysfs)", "tgdp-study run SPEC --dir /sys/studies",
+         lambda tmp: ["run", str(SMOKE), "--dir", "/sys/tgdp-studies"], ["/sys/tgdp-studies: "]),
     Case("ls-file", "`ls` of a file", "tgdp-study ls FILE", lambda tmp: ["ls", str(_file(tmp))],
          ["not a directory: {tmp}/notes.txt"]),
     Case("ui-bad-port", "`ui --port` out of range", "tgdp-study ui STUDY --port 70000",
@@ -225,7 +293,21 @@ CASES: list[Case] = [
          ["argument --port: invalid port '70000'; allowed: an integer 1-65535"]),
     Case("make-ecg-sim-zero-records", "simulated data set of 0 records", "tgdp-study make-ecg-sim OUT --records 0",
          lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "source", "--records", "0", "--seed", "0"],
-         ["make-ecg-sim: records must be >= 1, got 0"]),
+         ["argument --records: invalid count '0'; allowed: an integer 1-100000"]),
+    Case("make-ecg-sim-huge-records", "simulated data set of a billion records",
+         "tgdp-study make-ecg-sim OUT --records 1000000000",
+         lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "source", "--records", "1000000000"],
+         ["argument --records: invalid count '1000000000'; allowed: an integer 1-100000"]),
+    Case("make-ecg-sim-shift-type", "`--shift` field of the wrong type", "tgdp-study make-ecg-sim OUT --shift JSON",
+         lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "target", "--shift", '{"noise_std": "high"}'],
+         ["--shift: noise_std: got 'high'; allowed: a finite number"]),
+    Case("make-ecg-sim-shift-length", "`--shift` list of the wrong length", "tgdp-study make-ecg-sim OUT --shift JSON",
+         lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "target", "--shift", '{"lead_gains": [1, 2]}'],
+         ["--shift: lead_gains: got [1, 2]; allowed: a list of 8 finite numbers"]),
+    Case("make-ecg-sim-shift-not-json", "`--shift` that is not a JSON object",
+         "tgdp-study make-ecg-sim OUT --shift JSON",
+         lambda tmp: ["make-ecg-sim", str(tmp / "sim"), "--domain", "target", "--shift", "noise_std=1"],
+         ["--shift: not JSON", "allowed: an object such as"]),
     # --- ECG data (loader API: tgdp.data.cpsc.load_cpsc / tgdp.data.ptbxl.load_ptbxl) --------------------------
     Case("data-missing-directory", "CPSC directory that does not exist", "load_cpsc(DIR)", _loader("cpsc", ""),
          ["REFERENCE.csv: missing file {tmp}/no-such-dir/REFERENCE.csv"], None),

@@ -130,7 +130,7 @@ def test_dispatch_passes_the_study_directory(in_tmp, capsys, monkeypatch):
     calls = []
     fake = types.ModuleType("study.report")
     fake.status = lambda d: calls.append(("status", d)) or "3 trials"
-    fake.export_best = lambda d, n, out, method="tgdp": calls.append(("best", d, n, out)) or 0
+    fake.export_best = lambda d, n, out, method="tgdp", force=False: calls.append(("best", d, n, out)) or 0
     monkeypatch.setitem(sys.modules, "study.report", fake)
     assert main(["status", str(root)]) == 0 and "3 trials" in capsys.readouterr().out
     assert main(["best", str(root), "--n", "100", "--out", "best.yaml"]) == 0

@@ -171,7 +171,7 @@ def test_ecg_specs_load_and_resolve(name):
 def test_ecg_specs_dry_run_exit_0(name):
     # The console script validates the spec (data via ECGDataConfig) and prints the plan; creates nothing.
     res = subprocess.run([str(ROOT / ".venv" / "bin" / "tgdp-study"), "run", f"search_spaces/{name}.yaml", "--dry-run",
-                          "--dir", "/nonexistent-studies"], cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                          "--dir", "/nonexistent-studies"], cwd=ROOT, env=dict(os.environ),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "experiment: ecg" in res.stdout and "macro_auroc" in res.stdout

@@ -122,7 +122,7 @@ def test_driver_sigkill_then_resume(tmp_path):
                      resources={"workers_per_trial": 0, "cpus_per_trial": 1, "max_concurrent_trials": 1,
                                 "num_cpus": 2})
     study = tmp_path / "studies" / "kill"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)  # token authentication as tests.study_util set it
     log = open(tmp_path / "run.log", "w")
     proc = subprocess.Popen([str(SCRIPT), "run", str(spec), "--dir", str(tmp_path / "studies")], stdout=log,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -212,3 +212,118 @@ def test_ui_binds_localhost_by_default(tmp_path):
         time.sleep(0.5)
     assert not _listening(port), "the MLflow server outlived `tgdp-study ui` (Ctrl-C)"
     assert proc.returncode in (0, 130)  # Ctrl-C: the server stopped, a clean exit
+
+
+# --- the study directory as a trust boundary: planted Tune state, moved and copied studies ---------------------
+
+def _snapshot(root: Path) -> dict[str, tuple[int, bytes | None]]:
+    """{path: (mtime_ns, content)} of everything under ``root`` (links not followed)."""
+    return {str(p.relative_to(root)): (p.lstat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    from tests.system.faults import run_cli
+
+    return run_cli(list(args), timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    """A finished one-unit smoke study (n = 10, 2 trials), driven by the CLI as a user would."""
+    from tests.system.faults import fault_spec
+
+    tmp = tmp_path_factory.mktemp("finished")
+    r = _cli("run", str(fault_spec(tmp, "sec", epochs=2)), "--dir", str(tmp / "studies"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp / "studies" / "sec"
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_resume_refuses_a_planted_tuner_pkl_and_never_runs_it(finished_study, tmp_path):
+    import pickle
+
+    copy = tmp_path / "planted"
+    subprocess.run(["cp", "-a", str(finished_study), str(copy)], check=True)
+    (copy / "trials" / "n10" / "DONE").unlink()  # unfinished: resume would restore the unit's Tune run
+    marker = tmp_path / "pwned"
+    tuner = copy / "ray" / "sec-n10" / "tuner.pkl"
+    tuner.write_bytes(pickle.dumps(_Evil(marker)))  # what an attacker with write access to the study leaves
+    r = _cli("resume", str(copy))
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"{tuner}: signature check failed" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()  # the payload never ran
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_moved_and_copied_studies_work_on_themselves(finished_study, tmp_path):
+    """report / status / resume of a `cp -a` copy and of a moved study: each works on itself (its Tune
+    state verifies, its Optuna and MLflow stores are its own) and the original stays byte-identical."""
+    from tests.study_util import runs
+
+    original = _snapshot(finished_study)
+    copy, before_move, moved = tmp_path / "copy", tmp_path / "to-move", tmp_path / "moved"
+    for target in (copy, before_move):
+        subprocess.run(["cp", "-a", str(finished_study), str(target)], check=True)
+    before_move.rename(moved)
+    for study in (copy, moved):
+        (study / "trials" / "n10" / "DONE").unlink()  # resume restores the Tune run from the copy's own files
+        r = _cli("resume", str(study))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "resuming Tune run" in r.stdout and (study / "trials" / "n10" / "DONE").is_file()
+        assert _cli("status", str(study)).returncode == 0
+        r = _cli("report", str(study))
+        assert r.returncode == 0 and "MLflow not updated" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+        rows = (study / "report" / "summary.csv").read_text()
+        assert all(m in rows for m in ("tgdp (best)", "vanilla", "source_only", "oracle_target")), rows
+        uri = f"sqlite:///{study / 'mlflow.db'}"
+        summary = [x for x in runs(uri, "sec") if x.data.tags.get("kind") == "summary"]
+        assert len(summary) == 1 and summary[0].info.artifact_uri.startswith((study / "mlartifacts").as_uri())
+        assert any((study / "mlartifacts").rglob("summary.csv"))  # artefacts went into the copy
+    assert _snapshot(finished_study) == original  # never touched: contents and mtimes
+    assert not before_move.exists()  # nothing re-created where the moved study was
+
+
+# --- Ray token authentication: nobody else drives a study's Ray -----------------------------------------------------
+
+_CLIENT = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    print("CONNECTED", ray.get(ray.remote(lambda: 6 * 7).remote(), timeout=60))
+except Exception as e:
+    print("REFUSED", type(e).__name__)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_client_without_the_token_cannot_use_a_study_ray(tmp_path):
+    """The local Ray a study starts (``study.runner._init_ray``) has token authentication on: clients with
+    no token, a wrong one or auth disabled cannot join its GCS nor run a task; the right token can."""
+    import ray
+
+    from study.runner import _init_ray
+    from study.spec import load_spec
+    from tests.study_util import tiny_spec
+
+    ray.shutdown()
+    try:
+        assert _init_ray(load_spec(tiny_spec(tmp_path, "tok", resources={"num_cpus": 1})), None)
+        gcs = ray.get_runtime_context().gcs_address
+        base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        base["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+        clients = {"no token": {"RAY_AUTH_MODE": "token"}, "auth disabled": {"RAY_AUTH_MODE": "disabled"},
+                   "wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64},
+                   "the study's token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.environ["RAY_AUTH_TOKEN"]}}
+        procs = {k: subprocess.Popen([sys.executable, "-c", _CLIENT, gcs], env={**base, **env}, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                 for k, env in clients.items()}
+        out = {k: p.communicate(timeout=300)[0] for k, p in procs.items()}
+    finally:
+        ray.shutdown()
+    assert "CONNECTED 42" in out.pop("the study's token")  # the check can fail: the right token works
+    for who, text in out.items():
+        assert "REFUSED" in text and "CONNECTED" not in text, (who, text)

@@ -22,7 +22,7 @@ from typing import Callable
 from tests.study_util import by_kind, optuna_trials, runs, tiny_spec
 
 SCRIPT = Path(sys.executable).with_name("tgdp-study")
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}  # Ray token authentication as tests.study_util set it
 LABEL = "n10"
 
 

@@ -29,6 +29,7 @@ import torch
 from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig, TimeClassifierConfig
 from tgdp.data.cpsc import load_cpsc
 from tgdp.data.ecg import ECGDataset, LeadNorm, TargetSplit, fit_lead_norm, split_target
+from tgdp.data.ecg_cache import load_cached
 from tgdp.data.ptbxl import load_ptbxl
 from tgdp.ecg_config import ECGDataConfig, UtilityConfig
 
@@ -75,12 +76,15 @@ def simulated_roots(cfg: ECGDataConfig) -> tuple[str, str]:
     return roots[0], roots[1]
 
 
-def load_ecg_task(cfg: ECGDataConfig) -> ECGTask:
-    """Load source and target, split the target, fit the normalisation on the source, build the data dict."""
+def load_ecg_task(cfg: ECGDataConfig, *, cache_dir: str | None = None) -> ECGTask:
+    """Load source and target, split the target, fit the normalisation on the source, build the data dict.
+
+    With ``cache_dir`` the records come from the preprocessed-data cache (``tgdp.data.ecg_cache``): read
+    from the WFDB files once, in parallel, then memory-mapped by every later call (same values)."""
     src_root, tgt_root = simulated_roots(cfg) if cfg.simulate else (cfg.source_root, cfg.target_root)
-    source = load_ptbxl(src_root, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
-                        limit=cfg.source_limit or None)
-    target = load_cpsc(tgt_root, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
+    source = _load(load_ptbxl, "ptbxl", src_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
+                   limit=cfg.source_limit or None)
+    target = _load(load_cpsc, "cpsc2018", tgt_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
     if len(source) == 0 or len(target) == 0:
         raise ValueError(f"no usable records: {len(source)} source, {len(target)} target")
     n = int(cfg.n) if float(cfg.n) >= 1 else float(cfg.n)
@@ -97,6 +101,10 @@ def load_ecg_task(cfg: ECGDataConfig) -> ECGTask:
     sx, sy = normed(split.test)
     data = {"source_x": norm.apply(source.x, source.lengths), "source_y": source.y, "target_x": tx, "target_y": ty}
     return ECGTask(data, vx, vy, sx, sy, norm, split, source, target, cfg)
+
+
+def _load(loader, kind: str, root: str, cache_dir: str | None, **options) -> ECGDataset:
+    return load_cached(kind, root, cache_dir, **options) if cache_dir else loader(root, **options)
 
 
 def _size(v: int | float) -> int | float:

@@ -131,6 +131,9 @@ def child(mode: str, roots: dict[str, str], cache: str, workers: int) -> dict[st
             print(json.dumps(out), flush=True)
             sys.stdin.readline()
             out = {"smaps_both_alive": {**_smaps(), **_mapped(os.path.abspath(cache))}}
+    for who, name in ((resource.RUSAGE_SELF, "cpu_s"), (resource.RUSAGE_CHILDREN, "cpu_children_s")):
+        r = resource.getrusage(who)
+        out[name] = round(r.ru_utime + r.ru_stime, 2)  # CPU seconds: less bent by the shared box than wall
     out["maxrss_mb"] = _maxrss_mb()
     out["maxrss_children_mb"] = _maxrss_mb(resource.RUSAGE_CHILDREN)
     out["loadavg_after"] = _load()
@@ -199,6 +202,8 @@ def main() -> int:
     summary = {
         "cold_s": raw["cold"]["seconds"], "warm_s": raw["warm"]["seconds"],
         "direct_s": raw.get("direct", {}).get("seconds"),
+        "cpu_s": {m: {"process": raw[m]["cpu_s"], "pool_workers": raw[m]["cpu_children_s"]}
+                  for m in ("direct", "cold", "warm", "task") if m in raw},
         "cold_peak_rss_mb": {"process": raw["cold"]["maxrss_mb"], "largest_pool_worker": raw["cold"]["maxrss_children_mb"]},
         "warm_peak_rss_mb": raw["warm"]["maxrss_mb"], "warm_tracemalloc_peak_mb": raw["warm"]["tracemalloc_peak_mb"],
         "direct_peak_rss_mb": raw.get("direct", {}).get("maxrss_mb"), "task_peak_rss_mb": raw["task"]["maxrss_mb"],

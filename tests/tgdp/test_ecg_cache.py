@@ -5,6 +5,7 @@ $TGDP_REAL_ECG_DIR) and tiny simulated layouts."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -61,10 +62,13 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _no_loader(monkeypatch) -> None:
-    """From here on any WFDB/.mat read fails: a load must come from the cache."""
-    def refuse(*_a, **_k):
-        raise AssertionError("the loader ran: the cache was not used")
-    monkeypatch.setattr(ecg_cache, "LOADERS", {k: (refuse, *v[1:]) for k, v in ecg_cache.LOADERS.items()})
+    """From here on running a loader fails: a load must come from the cache."""
+    def refusing(loader):
+        @functools.wraps(loader)  # same signature: the key fills in the loader's defaults
+        def refuse(*_a, **_k):
+            raise AssertionError("the loader ran: the cache was not used")
+        return refuse
+    monkeypatch.setattr(ecg_cache, "LOADERS", {k: (refusing(v[0]), *v[1:]) for k, v in ecg_cache.LOADERS.items()})
 
 
 # --- same data as the loaders ---------------------------------------------------------------------------
@@ -141,6 +145,7 @@ def test_changed_file_or_loader_config_invalidates(sim, tmp_path):
     assert len(entries(cache)) == 4
     assert_same(shorter, load_cpsc(str(cpsc), min_length=600))
     load_cached("cpsc2018", str(cpsc), cache)
+    load_cached("cpsc2018", str(cpsc), cache, min_length=500, skip_bad=False)  # the defaults, spelled out
     assert len(entries(cache)) == 4  # unchanged inputs: the existing entry is used
 
 

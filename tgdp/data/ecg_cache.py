@@ -12,7 +12,8 @@ meta, and per array its shape, dtype, byte size and CRC-32). The key is a SHA-25
 
 * the file list under ``root``: every file's relative name, size and mtime (ns), so an edited, added,
   removed or re-written file invalidates;
-* the loader and its options (``min_length``, ``skip_bad``, ``limit``, ...);
+* the loader and its options (``min_length``, ``skip_bad``, ``limit``, ...), with the loader's defaults
+  filled in, so ``{}`` and ``{"min_length": 500}`` share an entry;
 * the code version: the source text of the loader modules and of this one, plus numpy/scipy versions.
 
 Reading. Arrays are opened with ``np.load(mmap_mode="c", allow_pickle=False)``: nothing is unpickled;
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import multiprocessing
@@ -61,7 +63,7 @@ from tgdp.data.ptbxl import load_ptbxl, read_ptbxl_database, read_scp_statements
 FORMAT_VERSION = 1  # bump when the entry layout changes (old entries are then never matched)
 SUBDIR = "ecg-data"  # entries live in <cache_dir>/ecg-data
 _CODE_MODULES = ("tgdp.data.ecg", "tgdp.data.wfdb_io", "tgdp.data.ptbxl", "tgdp.data.cpsc", __name__)
-_CHUNKS_PER_WORKER = 4  # smaller chunks balance CPSC's uneven record lengths; each chunk re-reads the index CSV
+_CHUNKS_PER_WORKER = 2  # more chunks balance CPSC's uneven lengths better, but each re-reads the index CSV
 _MIN_PARALLEL_RECORDS = 2000  # below this a pool costs more than it saves (each spawned worker imports torch: 3 s CPU)
 log = logging.getLogger("tgdp.ecg_cache")
 
@@ -112,7 +114,8 @@ def file_list_digest(root: str, *, exclude: str = "") -> str:
     directory ``exclude`` (a cache inside the data directory) is left out."""
     h = hashlib.sha256()
     entries = []
-    stack = [os.path.abspath(root)]
+    top = os.path.abspath(root)
+    stack = [top]
     while stack:
         with os.scandir(stack.pop()) as it:
             for e in it:
@@ -121,7 +124,7 @@ def file_list_digest(root: str, *, exclude: str = "") -> str:
                         stack.append(e.path)
                 else:
                     st = e.stat(follow_symlinks=True)
-                    entries.append((os.path.relpath(e.path, root), st.st_size, st.st_mtime_ns))
+                    entries.append((e.path[len(top) + 1:], st.st_size, st.st_mtime_ns))  # relative name
     for name, size, mtime in sorted(entries):
         h.update(f"{name}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()
@@ -153,6 +156,7 @@ def load_cached(kind: str, root: str, cache_dir: str | os.PathLike, *, workers: 
     y_full are memory-mapped (copy-on-write). Loader errors propagate unchanged; nothing is written then."""
     if kind not in LOADERS:
         raise ValueError(f"kind: unknown ECG loader {kind!r}; allowed: {sorted(LOADERS)}")
+    options = _with_defaults(LOADERS[kind][0], root, options)  # {} and {"min_length": 500}: one entry
     base = os.path.abspath(os.path.join(os.fspath(cache_dir), SUBDIR))
     key = entry_key(kind, root, options, exclude=os.path.abspath(os.fspath(cache_dir)))
     final = os.path.join(base, f"{kind}-{key[:24]}")
@@ -336,6 +340,13 @@ def _exclusive(path: str) -> Iterator[None]:
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _with_defaults(loader: Callable[..., ECGDataset], root: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the loader's defaults filled in (a TypeError names an unknown option)."""
+    bound = inspect.signature(loader).bind(root, **options)
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k != "root"}
 
 
 def _file_crc(path: str, block: int = 1 << 24) -> int:

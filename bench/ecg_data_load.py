@@ -106,12 +106,13 @@ def child(mode: str, roots: dict[str, str], cache: str, workers: int) -> dict[st
             tracemalloc.start()
         held = []
         for kind, domain in KINDS:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if mode == "direct":
                 ds = (load_ptbxl if kind == "ptbxl" else load_cpsc)(roots[domain])
             else:
                 ds = ecg_cache.load_cached(kind, roots[domain], cache, workers=workers)
             out[f"{kind}_s"] = round(time.perf_counter() - t0, 2)
+            out[f"{kind}_cpu_s"] = round(time.process_time() - c0, 2)  # this process only, not its pool
             out[f"{kind}_records"] = len(ds)
             out[f"{kind}_x_mb"] = round(ds.x.numel() * 4 / 2**20, 1)
             held.append(ds)
@@ -194,6 +195,8 @@ def main() -> int:
         raw["direct"] = _run_child("direct", args, roots)
     shutil.rmtree(args.cache, ignore_errors=True)
     raw["cold"] = _run_child("cold", args, roots)
+    raw["cold"]["build"] = {p.name.split("-")[0]: json.loads((p / "index.json").read_text())["build"]
+                            for p in Path(args.cache, "ecg-data").iterdir() if p.is_dir()}
     raw["warm"] = _run_child("warm", args, roots)
     raw["task"] = _run_child("task", args, roots)
     raw["shared"] = _shared(args, roots)
@@ -202,9 +205,10 @@ def main() -> int:
     summary = {
         "cold_s": raw["cold"]["seconds"], "warm_s": raw["warm"]["seconds"],
         "direct_s": raw.get("direct", {}).get("seconds"),
-        "cpu_s": {m: {"process": raw[m]["cpu_s"], "pool_workers": raw[m]["cpu_children_s"]}
-                  for m in ("direct", "cold", "warm", "task") if m in raw},
-        "cold_peak_rss_mb": {"process": raw["cold"]["maxrss_mb"], "largest_pool_worker": raw["cold"]["maxrss_children_mb"]},
+        "load_cpu_s": {m: {k: raw[m].get(f"{k}_cpu_s") for k, _ in KINDS} for m in ("direct", "cold", "warm")
+                       if m in raw},
+        "cold_pool_cpu_s": {k: b["pool_cpu_seconds"] for k, b in raw["cold"]["build"].items()},
+        "cold_peak_rss_mb": raw["cold"]["maxrss_mb"],
         "warm_peak_rss_mb": raw["warm"]["maxrss_mb"], "warm_tracemalloc_peak_mb": raw["warm"]["tracemalloc_peak_mb"],
         "direct_peak_rss_mb": raw.get("direct", {}).get("maxrss_mb"), "task_peak_rss_mb": raw["task"]["maxrss_mb"],
         "mapped_x_mb": entry_mb,

@@ -101,7 +101,6 @@ def test_parallel_build_merges_chunks_like_the_serial_loader(sim, tmp_path, monk
     assert build["workers"] == 2  # the pool really ran
 
 
-@pytest.mark.slow
 def test_parallel_build_ptbxl_folds_labels_and_meta(sim, tmp_path, monkeypatch):
     # PTB-XL's extra fields (folds, y_full, meta fs_read) through the pool, with a limit
     monkeypatch.setattr(ecg_cache, "_MIN_PARALLEL_RECORDS", 0)

@@ -29,7 +29,7 @@ The entry is written into a temporary directory and renamed into place, and neve
 afterwards (a mapped file that shrinks under a reader kills it with SIGBUS): a stale or corrupt entry is
 renamed aside before it is deleted, so processes still mapping it keep their pages; a process that loses a rename
 race (no lock available, e.g. on Windows) discards its copy. The build splits the record list into
-chunks loaded by a ``spawn`` process pool (``workers``, default: the CPUs this process may use) through
+chunks loaded by a process pool (``forkserver``, see ``_pool_context``) (``workers``, default: the CPUs this process may use) through
 the loader's own ``ecg_ids`` / ``records`` argument, then concatenates them in order, so the result,
 skipped records and the first error raised are those of the serial loader.
 """
@@ -64,7 +64,7 @@ FORMAT_VERSION = 1  # bump when the entry layout changes (old entries are then n
 SUBDIR = "ecg-data"  # entries live in <cache_dir>/ecg-data
 _CODE_MODULES = ("tgdp.data.ecg", "tgdp.data.wfdb_io", "tgdp.data.ptbxl", "tgdp.data.cpsc", __name__)
 _CHUNKS_PER_WORKER = 2  # more chunks balance CPSC's uneven lengths better, but each re-reads the index CSV
-_MIN_PARALLEL_RECORDS = 2000  # below this a pool costs more than it saves (each spawned worker imports torch: 3 s CPU)
+_MIN_PARALLEL_RECORDS = 2000  # below this a pool costs more than it saves (its server imports torch: 3 s CPU)
 log = logging.getLogger("tgdp.ecg_cache")
 
 
@@ -169,44 +169,59 @@ def load_cached(kind: str, root: str, cache_dir: str | os.PathLike, *, workers: 
         if found is not None:
             return found
         t0 = time.perf_counter()
-        dataset, used = _build(kind, root, options, workers)
+        dataset, used, pool_cpu = _build(kind, root, options, workers)
         _publish(dataset, final, key, {"kind": kind, "root": os.path.abspath(root), "options": _jsonable(options),
-                                       "build_seconds": round(time.perf_counter() - t0, 2), "workers": used})
+                                       "build_seconds": round(time.perf_counter() - t0, 2), "workers": used,
+                                       "pool_cpu_seconds": round(pool_cpu, 2)})
     found = _open_valid(final, key)
     return found if found is not None else dataset  # unwritable/vanished entry: still the loader's result
 
 
 # --- building (the cold load) ---------------------------------------------------------------------------
 
-def _build(kind: str, root: str, options: dict[str, Any], workers: int | None) -> tuple[ECGDataset, int]:
-    """The dataset, loaded in ordered chunks by a process pool (serially when small or workers <= 1)."""
+def _build(kind: str, root: str, options: dict[str, Any], workers: int | None) -> tuple[ECGDataset, int, float]:
+    """(the dataset, processes used, CPU seconds of the pool's chunks), loaded in ordered chunks by a process
+    pool (serially when small or workers <= 1)."""
     loader, id_arg, list_ids = LOADERS[kind]
     workers = workers or available_cpus()
     listed = list_ids(root, options) if workers > 1 else None
     if listed is None or len(listed[0]) < _MIN_PARALLEL_RECORDS:
-        return loader(root, **options), 1
+        return loader(root, **options), 1, 0.0
     ids, prior_skips = listed
     n_chunks = min(len(ids), workers * _CHUNKS_PER_WORKER)
     bounds = np.linspace(0, len(ids), n_chunks + 1).astype(int)
     chunk_options = {k: v for k, v in options.items() if k not in ("limit", id_arg)}
     jobs = [(kind, root, chunk_options, id_arg, ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_load_chunk, jobs))
+    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        done = list(pool.map(_load_chunk, jobs))
+    parts = [part for part, _ in done]
     for part in parts:  # the serial loader raises the first bad record in order: so do we
         if isinstance(part, tuple):
             raise ECGDataError(*part)
-    return _concat(parts, prior_skips), workers
+    return _concat(parts, prior_skips), workers, sum(cpu for _, cpu in done)
 
 
-def _load_chunk(job: tuple) -> ECGDataset | tuple[str, str]:
-    """One chunk in a pool worker; an ECGDataError comes back as (record, problem) because its two-argument
-    constructor does not survive pickling."""
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """"forkserver" where available: workers fork from a fresh single-threaded server that imported the
+    loaders once (safe in a threaded parent such as a Ray worker, and without "spawn"'s torch import per
+    worker: 3 s of CPU each); "spawn" elsewhere. The server stays until this process exits."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # no effect once a forkserver runs: slower, still correct
+    return ctx
+
+
+def _load_chunk(job: tuple) -> tuple[ECGDataset | tuple[str, str], float]:
+    """One chunk in a pool worker and its CPU seconds; an ECGDataError comes back as (record, problem)
+    because its two-argument constructor does not survive pickling."""
     kind, root, options, id_arg, ids = job
-    torch.set_num_threads(1)  # the pool is the parallelism
+    c0 = time.process_time()
     try:
-        return LOADERS[kind][0](root, **options, **{id_arg: ids})
+        out: ECGDataset | tuple[str, str] = LOADERS[kind][0](root, **options, **{id_arg: ids})
     except ECGDataError as exc:
-        return exc.record, exc.problem
+        out = exc.record, exc.problem
+    return out, time.process_time() - c0
 
 
 def _concat(parts: Sequence[ECGDataset], prior_skips: list) -> ECGDataset:

@@ -22,15 +22,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig, TimeClassifierConfig
-from tgdp.data.cpsc import load_cpsc
 from tgdp.data.ecg import ECGDataset, LeadNorm, TargetSplit, fit_lead_norm, split_target
-from tgdp.data.ecg_cache import load_cached
-from tgdp.data.ptbxl import load_ptbxl
+from tgdp.data.ecg_cache import LOADERS, load_cached
 from tgdp.ecg_config import ECGDataConfig, UtilityConfig
 
 
@@ -82,9 +80,9 @@ def load_ecg_task(cfg: ECGDataConfig, *, cache_dir: str | None = None) -> ECGTas
     With ``cache_dir`` the records come from the preprocessed-data cache (``tgdp.data.ecg_cache``): read
     from the WFDB files once, in parallel, then memory-mapped by every later call (same values)."""
     src_root, tgt_root = simulated_roots(cfg) if cfg.simulate else (cfg.source_root, cfg.target_root)
-    source = _load(load_ptbxl, "ptbxl", src_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
+    source = _load("ptbxl", src_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
                    limit=cfg.source_limit or None)
-    target = _load(load_cpsc, "cpsc2018", tgt_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
+    target = _load("cpsc2018", tgt_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
     if len(source) == 0 or len(target) == 0:
         raise ValueError(f"no usable records: {len(source)} source, {len(target)} target")
     n = int(cfg.n) if float(cfg.n) >= 1 else float(cfg.n)
@@ -103,8 +101,9 @@ def load_ecg_task(cfg: ECGDataConfig, *, cache_dir: str | None = None) -> ECGTas
     return ECGTask(data, vx, vy, sx, sy, norm, split, source, target, cfg)
 
 
-def _load(loader, kind: str, root: str, cache_dir: str | None, **options) -> ECGDataset:
-    return load_cached(kind, root, cache_dir, **options) if cache_dir else loader(root, **options)
+def _load(kind: str, root: str, cache_dir: str | None, **options: Any) -> ECGDataset:
+    """``load_ptbxl`` / ``load_cpsc`` (``kind``), through the cache when there is a cache directory."""
+    return load_cached(kind, root, cache_dir, **options) if cache_dir else LOADERS[kind][0](root, **options)
 
 
 def _size(v: int | float) -> int | float:

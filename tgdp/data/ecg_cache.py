@@ -248,12 +248,9 @@ def _concat(parts: Sequence[ECGDataset], prior_skips: list) -> ECGDataset:
 # --- the entry on disk ----------------------------------------------------------------------------------
 
 def _arrays(dataset: ECGDataset) -> dict[str, np.ndarray]:
-    out = {"x": dataset.x.numpy(), "y": dataset.y.numpy(), "lengths": dataset.lengths.numpy()}
-    if dataset.y_full is not None:
-        out["y_full"] = dataset.y_full.numpy()
-    if dataset.folds is not None:
-        out["folds"] = np.asarray(dataset.folds, dtype=np.int64)
-    return out
+    out = {"x": dataset.x, "y": dataset.y, "lengths": dataset.lengths, "y_full": dataset.y_full,
+           "folds": None if dataset.folds is None else torch.tensor(dataset.folds, dtype=torch.int64)}
+    return {name: t.numpy() for name, t in out.items() if t is not None}
 
 
 def _publish(dataset: ECGDataset, final: str, key: str, build: dict[str, Any]) -> None:
@@ -380,8 +377,8 @@ def _jsonable(obj: Any) -> Any:
     """JSON-safe copy that remembers tuples (CPSC meta codes are tuples): {"__tuple__": [...]}."""
     if isinstance(obj, tuple):
         return {"__tuple__": [_jsonable(v) for v in obj]}
-    if isinstance(obj, (list, set, frozenset)):
-        return [_jsonable(v) for v in (sorted(obj) if isinstance(obj, (set, frozenset)) else obj)]
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, np.generic):

@@ -11,12 +11,15 @@ memory is its own:
 * cold: the cache emptied, then ``load_cached`` builds both entries (process pool, ``--workers``);
 * warm: ``load_cached`` again: key (file list walk), checks (sizes, CRC-32) and memory maps;
 * task: ``load_ecg_task`` on the warm cache (adds the split and the normalised copy of the records);
-* shared: two processes map the warm entries and touch every page; their RSS and PSS
-  (``/proc/self/smaps_rollup``) while both hold them show whether the node keeps one copy.
+* shared: two processes map the warm entries and touch every page; their Rss and Pss (whole process:
+  ``/proc/self/smaps_rollup``; the cache's mappings alone: ``/proc/self/smaps``) while both hold them show
+  whether the node keeps one copy.
 
-Peak memory is ``resource.getrusage`` (ru_maxrss of the process; of its pool workers for cold) and, for
-warm, the ``tracemalloc`` peak (Python and numpy allocations: a mapped array allocates none). The box is
-shared with other work: ``os.getloadavg()`` is recorded around every phase.
+Peak memory is ``resource.getrusage`` (ru_maxrss of the process; the forkserver's pool workers are not its
+children, so ``*_children`` stays 0) and, for warm, the ``tracemalloc`` peak (Python and numpy allocations:
+a mapped array allocates none). CPU seconds: ``time.process_time`` around each load, and the pool's own
+from each entry's ``index.json`` (``build.pool_cpu_seconds``). The box is shared with other work:
+``os.getloadavg()`` is recorded around every phase.
 Goals (issue 17): cold <= 60 s on 2 cores, warm <= 5 s, one copy in memory per node.
 """
 
@@ -212,7 +215,8 @@ def main() -> int:
         "warm_peak_rss_mb": raw["warm"]["maxrss_mb"], "warm_tracemalloc_peak_mb": raw["warm"]["tracemalloc_peak_mb"],
         "direct_peak_rss_mb": raw.get("direct", {}).get("maxrss_mb"), "task_peak_rss_mb": raw["task"]["maxrss_mb"],
         "mapped_x_mb": entry_mb,
-        "two_processes_rss_mb": [b.get("rss_mb") for b in both], "two_processes_pss_mb": [b.get("pss_mb") for b in both],
+        "two_processes_rss_mb": [b.get("rss_mb") for b in both],
+        "two_processes_pss_mb": [b.get("pss_mb") for b in both],
         "two_processes_mapped_rss_mb": [b.get("mapped_rss_mb") for b in both],
         "two_processes_mapped_pss_mb": [b.get("mapped_pss_mb") for b in both],
     }

@@ -1,10 +1,10 @@
 """Preprocessed ECG datasets loaded once per study: a memory-mapped cache in front of the loaders.
 
-Why: ``load_ptbxl`` / ``load_cpsc`` read and reshape every WFDB record (a few ms each: about two minutes
-for full-size PTB-XL plus ICBEB2018, and ~1 GB per process), and every trial and Ray Train worker loads
-the data again. ``load_cached("ptbxl" | "cpsc2018", root, cache_dir, **options)`` returns exactly the
-``ECGDataset`` the loader returns for ``(root, **options)`` but builds it once, in parallel, and
-afterwards maps it from disk: the page cache holds one copy per node, shared by every process.
+Why: ``load_ptbxl`` / ``load_cpsc`` read and reshape every WFDB record (28 s of CPU for full-size PTB-XL
+plus ICBEB2018 and 1.7 GB peak: bench/ecg_data_load.py), and every trial and Train worker did it again.
+``load_cached("ptbxl" | "cpsc2018", root, cache_dir, **options)`` returns exactly the ``ECGDataset`` the
+loader returns for ``(root, **options)`` but builds it once, in parallel, and afterwards maps it from
+disk: the page cache holds one copy per node, shared by every process.
 
 Entry. ``<cache_dir>/ecg-data/<kind>-<key>/`` holds one ``.npy`` per array (x, y, lengths, and y_full and
 folds when the loader returns them) and ``index.json`` (record ids, skipped records, label names, source,
@@ -27,11 +27,11 @@ Writing. The first process takes an exclusive lock (``fcntl.flock`` on ``<entry>
 releases it if the process dies), so concurrent trials wait for one build instead of each building.
 The entry is written into a temporary directory and renamed into place, and never modified in place
 afterwards (a mapped file that shrinks under a reader kills it with SIGBUS): a stale or corrupt entry is
-renamed aside before it is deleted, so processes still mapping it keep their pages; a process that loses a rename
-race (no lock available, e.g. on Windows) discards its copy. The build splits the record list into
-chunks loaded by a process pool (``forkserver``, see ``_pool_context``) (``workers``, default: the CPUs this process may use) through
-the loader's own ``ecg_ids`` / ``records`` argument, then concatenates them in order, so the result,
-skipped records and the first error raised are those of the serial loader.
+renamed aside before it is deleted, so processes still mapping it keep their pages; a process that loses
+a rename race (no lock available, e.g. on Windows) discards its copy. The build splits the record list
+into chunks loaded by a process pool (``workers``, default: the CPUs this process may use; see
+``_pool_context``) through the loader's own ``ecg_ids`` / ``records`` argument, then concatenates them in
+order, so the result, skipped records and the first error raised are those of the serial loader.
 """
 
 from __future__ import annotations

@@ -120,6 +120,15 @@ def test_a_broken_record_raises_like_the_loader_and_writes_nothing(sim, tmp_path
     assert entries(tmp_path / "cache") == []  # no entry for a failed load
 
 
+def test_an_unusable_cache_directory_still_returns_the_data(sim, tmp_path, caplog):
+    # a cache path that cannot be created (under a regular file; root ignores permission bits): the
+    # trial gets the loader's data and a warning, not a crash
+    (tmp_path / "file").write_text("not a directory")
+    got = load_cached("cpsc2018", str(sim["cpsc2018"]), tmp_path / "file" / "cache")
+    assert_same(got, load_cpsc(str(sim["cpsc2018"])))
+    assert "stays uncached" in caplog.text
+
+
 # --- invalidation ---------------------------------------------------------------------------------------
 
 def test_changed_file_or_loader_config_invalidates(sim, tmp_path):

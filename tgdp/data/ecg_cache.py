@@ -110,8 +110,7 @@ LOADERS: dict[str, tuple[Callable[..., ECGDataset], str, Callable[[str, dict], t
 # --- the key --------------------------------------------------------------------------------------------
 
 def file_list_digest(root: str, *, exclude: str = "") -> str:
-    """SHA-256 of (relative name, size, mtime_ns) of every file under ``root``, sorted by name; the
-    directory ``exclude`` (a cache inside the data directory) is left out."""
+    """SHA-256 of (relative name, size, mtime_ns) of every file under ``root`` but ``exclude``, by name."""
     h = hashlib.sha256()
     entries = []
     top = os.path.abspath(root)
@@ -163,7 +162,8 @@ def load_cached(kind: str, root: str, cache_dir: str | os.PathLike, *, workers: 
     found = _open_valid(final, key)
     if found is not None:
         return found
-    os.makedirs(base, exist_ok=True)
+    with contextlib.suppress(OSError):  # an unusable directory is reported (and bypassed) by _publish
+        os.makedirs(base, exist_ok=True)
     with _exclusive(final + ".lock"):
         found = _open_valid(final, key)  # another process may have built it while we waited
         if found is not None:
@@ -202,9 +202,8 @@ def _build(kind: str, root: str, options: dict[str, Any], workers: int | None) -
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """"forkserver" where available: workers fork from a fresh single-threaded server that imported the
-    loaders once (safe in a threaded parent such as a Ray worker, and without "spawn"'s torch import per
-    worker: 3 s of CPU each); "spawn" elsewhere. The server stays until this process exits."""
+    """"forkserver" where available (workers fork from a single-threaded server that imported the loaders
+    once: safe in a threaded Ray worker, no torch import per worker), else "spawn". The server stays."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
@@ -213,8 +212,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _load_chunk(job: tuple) -> tuple[ECGDataset | tuple[str, str], float]:
-    """One chunk in a pool worker and its CPU seconds; an ECGDataError comes back as (record, problem)
-    because its two-argument constructor does not survive pickling."""
+    """One chunk in a pool worker, and its CPU seconds; an ECGDataError comes back as (record, problem)
+    (its two-argument constructor does not survive pickling)."""
     kind, root, options, id_arg, ids = job
     c0 = time.process_time()
     try:
@@ -255,8 +254,11 @@ def _arrays(dataset: ECGDataset) -> dict[str, np.ndarray]:
 
 def _publish(dataset: ECGDataset, final: str, key: str, build: dict[str, Any]) -> None:
     """Write the entry into a temporary directory, then rename it to ``final`` (atomic on one filesystem)."""
-    base = os.path.dirname(final)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=base)
+    try:
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(final))
+    except OSError as exc:  # a read-only or unusable cache directory: the trial still gets its data
+        log.warning("ECG data cache: cannot write under %s (%s); the data stays uncached", final, exc)
+        return
     try:
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
         arrays = {}
@@ -306,14 +308,12 @@ def _open(final: str, key: str) -> ECGDataset:
             raise ValueError(f"{info['file']} has {os.path.getsize(path)} bytes, the index says {info['bytes']}")
         arr = np.load(path, mmap_mode="c", allow_pickle=False)
         if list(arr.shape) != info["shape"] or arr.dtype.str != info["dtype"]:
-            raise ValueError(f"{info['file']} is {arr.dtype.str} {list(arr.shape)}, the index says "
-                             f"{info['dtype']} {info['shape']}")
+            raise ValueError(f"{info['file']} is {arr.dtype.str} {arr.shape}, not {info['dtype']} {info['shape']}")
         if _file_crc(path) != info["crc32"]:
             raise ValueError(f"{info['file']} fails its CRC-32")
         arrays[name] = arr
-    n = len(index["record_ids"])
-    if any(a.shape[0] != n for a in arrays.values()):
-        raise ValueError(f"arrays do not all have the {n} rows of record_ids")
+    if any(a.shape[0] != len(index["record_ids"]) for a in arrays.values()):
+        raise ValueError("the arrays do not all have one row per record id")
     folds = arrays.get("folds")
     return ECGDataset(
         x=torch.from_numpy(arrays["x"]), y=torch.from_numpy(arrays["y"]), lengths=torch.from_numpy(arrays["lengths"]),
@@ -336,10 +336,11 @@ def _exclusive(path: str) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` for the build; a no-op where flock is unavailable."""
     try:
         import fcntl
-    except ImportError:  # not POSIX: the atomic rename alone keeps the entry consistent
+        f = open(path, "a+b")  # noqa: SIM115 - closed by the with below
+    except (ImportError, OSError):  # not POSIX, or read-only: the atomic rename keeps the entry consistent
         yield
         return
-    with open(path, "a+b") as f:
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -396,5 +397,4 @@ def _from_jsonable(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["FORMAT_VERSION", "LOADERS", "SUBDIR", "available_cpus", "code_digest", "entry_key", "file_list_digest",
-           "load_cached"]
+__all__ = ["FORMAT_VERSION", "LOADERS", "SUBDIR", "available_cpus", "entry_key", "file_list_digest", "load_cached"]

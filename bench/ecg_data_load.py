@@ -168,7 +168,8 @@ def _shared(args: argparse.Namespace, roots: dict[str, str]) -> dict[str, Any]:
         p.stdin.write("go\n")
         p.stdin.flush()
     second = [json.loads(p.stdout.readline()) for p in procs]
-    for p in procs:
+    for p in procs:  # only now may they exit (an exiting process unmaps and shifts the other's Pss)
+        p.stdin.close()
         p.wait(timeout=120)
     return {"processes": [{**a, **b} for a, b in zip(first, second)]}
 
@@ -186,6 +187,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, json.loads(args.roots), args.cache, args.workers or None)), flush=True)
+        if args.child == "shared":  # keep the mapping until the other process has read its smaps too
+            sys.stdin.readline()
         return 0
     from tgdp.data.ecg_cache import available_cpus
 

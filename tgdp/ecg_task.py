@@ -22,14 +22,13 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from tgdp.config import ClassifierConfig, GuidanceConfig, SampleConfig, ScoreConfig, TGDPConfig, TimeClassifierConfig
-from tgdp.data.cpsc import load_cpsc
 from tgdp.data.ecg import ECGDataset, LeadNorm, TargetSplit, fit_lead_norm, split_target
-from tgdp.data.ptbxl import load_ptbxl
+from tgdp.data.ecg_cache import LOADERS, load_cached
 from tgdp.ecg_config import ECGDataConfig, UtilityConfig
 
 
@@ -75,12 +74,15 @@ def simulated_roots(cfg: ECGDataConfig) -> tuple[str, str]:
     return roots[0], roots[1]
 
 
-def load_ecg_task(cfg: ECGDataConfig) -> ECGTask:
-    """Load source and target, split the target, fit the normalisation on the source, build the data dict."""
+def load_ecg_task(cfg: ECGDataConfig, *, cache_dir: str | None = None) -> ECGTask:
+    """Load source and target, split the target, fit the normalisation on the source, build the data dict.
+
+    With ``cache_dir`` the records come from the preprocessed-data cache (``tgdp.data.ecg_cache``): read
+    from the WFDB files once, in parallel, then memory-mapped by every later call (same values)."""
     src_root, tgt_root = simulated_roots(cfg) if cfg.simulate else (cfg.source_root, cfg.target_root)
-    source = load_ptbxl(src_root, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
-                        limit=cfg.source_limit or None)
-    target = load_cpsc(tgt_root, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
+    source = _load("ptbxl", src_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad,
+                   limit=cfg.source_limit or None)
+    target = _load("cpsc2018", tgt_root, cache_dir, min_length=cfg.min_length, skip_bad=cfg.skip_bad)
     if len(source) == 0 or len(target) == 0:
         raise ValueError(f"no usable records: {len(source)} source, {len(target)} target")
     n = int(cfg.n) if float(cfg.n) >= 1 else float(cfg.n)
@@ -97,6 +99,11 @@ def load_ecg_task(cfg: ECGDataConfig) -> ECGTask:
     sx, sy = normed(split.test)
     data = {"source_x": norm.apply(source.x, source.lengths), "source_y": source.y, "target_x": tx, "target_y": ty}
     return ECGTask(data, vx, vy, sx, sy, norm, split, source, target, cfg)
+
+
+def _load(kind: str, root: str, cache_dir: str | None, **options: Any) -> ECGDataset:
+    """``load_ptbxl`` / ``load_cpsc`` (``kind``), through the cache when there is a cache directory."""
+    return load_cached(kind, root, cache_dir, **options) if cache_dir else LOADERS[kind][0](root, **options)
 
 
 def _size(v: int | float) -> int | float:

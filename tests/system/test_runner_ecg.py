@@ -68,6 +68,9 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     assert run_study(spec, study, None, None) == 0
     print(f"ECG study wall time {time.time() - t0:.1f} s")
     out = capsys.readouterr().out
+    # every trial and the shared stages mapped one preprocessed entry per data set (tgdp.data.ecg_cache)
+    cache = Path(os.environ.get("TGDP_STUDY_CACHE_DIR") or study / "cache") / "ecg-data"
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir() if p.is_dir()) == ["cpsc2018", "ptbxl"]
     uri = f"sqlite:///{study / 'mlflow.db'}"
     rs = runs(uri, "ecg-e2e")
     assert not [(r.info.run_name, r.info.status) for r in rs if r.info.status != "FINISHED"]  # nothing RUNNING

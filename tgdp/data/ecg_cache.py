@@ -1,17 +1,15 @@
 """Preprocessed ECG datasets loaded once per study: a memory-mapped cache in front of the loaders.
 
-Why: ``load_ptbxl`` / ``load_cpsc`` read and reshape every WFDB record (28 s of CPU for full-size PTB-XL
-plus ICBEB2018 and 1.7 GB peak: bench/ecg_data_load.py), and every trial and Train worker did it again.
-``load_cached("ptbxl" | "cpsc2018", root, cache_dir, **options)`` returns exactly the ``ECGDataset`` the
-loader returns for ``(root, **options)`` but builds it once, in parallel, and afterwards maps it from
-disk: the page cache holds one copy per node, shared by every process.
+Why: ``load_ptbxl`` / ``load_cpsc`` read and reshape every WFDB record (28 s of CPU and 1.7 GB peak for
+full-size PTB-XL plus ICBEB2018: bench/ecg_data_load.py), in every trial and Train worker. ``load_cached(kind,
+root, cache_dir, **options)`` returns exactly the loader's ``ECGDataset`` for ``(root, **options)``, built once
+in parallel and then mapped from disk: the page cache holds one copy per node, shared by every process.
 
 Entry. ``<cache_dir>/ecg-data/<kind>-<key>/`` holds one ``.npy`` per array (x, y, lengths, and y_full and
 folds when the loader returns them) and ``index.json`` (record ids, skipped records, label names, source,
 meta, and per array its shape, dtype, byte size and CRC-32). The key is a SHA-256 of:
 
-* the file list under ``root``: every file's relative name, size and mtime (ns), so an edited, added,
-  removed or re-written file invalidates;
+* the file list under ``root``: each file's relative name, size and mtime (ns): any file change invalidates;
 * the loader and its options (``min_length``, ``skip_bad``, ``limit``, ...), with the loader's defaults
   filled in, so ``{}`` and ``{"min_length": 500}`` share an entry;
 * the code version: the source text of the loader modules and of this one, plus numpy/scipy versions.
@@ -23,14 +21,13 @@ index parseable with its own CRC, key as expected, every file present with its r
 dtype and CRC-32 (a CRC as in the stage cache's zip files: it catches truncation, bit rot and edits, not
 a forger who also rewrites the index). A failed check logs a warning, moves the entry aside and rebuilds.
 
-Writing. The first process takes an exclusive lock (``fcntl.flock`` on ``<entry>.lock``; the kernel
-releases it if the process dies), so concurrent trials wait for one build instead of each building.
-The entry is written into a temporary directory and renamed into place, and never modified in place
-afterwards (a mapped file that shrinks under a reader kills it with SIGBUS): a stale or corrupt entry is
-renamed aside before it is deleted, so processes still mapping it keep their pages; a process that loses
-a rename race (no lock available, e.g. on Windows) discards its copy. The build splits the record list
-into chunks loaded by a process pool (``workers``, default: the CPUs this process may use; see
-``_pool_context``) through the loader's own ``ecg_ids`` / ``records`` argument, then concatenates them in
+Writing. The first process takes an exclusive lock (``fcntl.flock`` on ``<entry>.lock``, released by the
+kernel if the process dies), so concurrent trials wait for one build. The entry is written into a temporary
+directory, renamed into place and never modified afterwards (a mapped file that shrinks under a reader kills
+it with SIGBUS): a stale or corrupt entry is renamed aside before it is deleted, so processes mapping it keep
+their pages; a process that loses a rename race (no lock, e.g. on Windows) discards its copy. The build loads
+chunks of the record list in a process pool (``workers``, default: the CPUs this process may use;
+``_pool_context``) through the loader's own ``ecg_ids`` / ``records`` argument and concatenates them in
 order, so the result, skipped records and the first error raised are those of the serial loader.
 """
 
@@ -58,7 +55,7 @@ import torch
 
 from tgdp.data.cpsc import load_cpsc, read_reference
 from tgdp.data.ecg import ECGDataError, ECGDataset
-from tgdp.data.ptbxl import load_ptbxl, read_ptbxl_database, read_scp_statements
+from tgdp.data.ptbxl import checked_rows, load_ptbxl, read_ptbxl_database, read_scp_statements
 
 FORMAT_VERSION = 1  # bump when the entry layout changes (old entries are then never matched)
 SUBDIR = "ecg-data"  # entries live in <cache_dir>/ecg-data
@@ -74,8 +71,11 @@ def _ptbxl_ids(root: str, options: dict[str, Any]) -> tuple[list[Any], list] | N
     """ecg_ids load_ptbxl reads for ``options``, in its order (ecg_id; fold filter; limit), and the skips
     it makes before reading (none); None when the serial loader must run (it raises for the input)."""
     read_scp_statements(root)  # the loader's first check, so a missing file raises the same error
-    table = read_ptbxl_database(root).sort_index()
-    if table["strat_fold"].isna().any():
+    try:  # ids and folds as the loader checks them (int index, sorted); a bad row: the serial loader decides
+        table, skipped = checked_rows(read_ptbxl_database(root), skip_bad=bool(options.get("skip_bad")))
+    except ECGDataError:
+        return None
+    if skipped:
         return None
     if options.get("ecg_ids") is not None:
         wanted = {int(i) for i in options["ecg_ids"]}

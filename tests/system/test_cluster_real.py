@@ -25,9 +25,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.system.faults import ENV, LABEL, Driver, check_study, fault_spec, tune_epochs
+from tests.system.faults import ENV, Driver, check_resumed_from_checkpoint, check_study, fault_spec, tune_epochs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -212,12 +211,4 @@ def test_trials_on_worker_nodes_survive_losing_one(cluster, tmp_path):
     assert {nodes_before.get(a.node_id) for a in actors} <= {"w1", "w2"}
     survivor = next(n for n in ("w1", "w2") if n != victim)
     assert any(nodes_before.get(a.node_id) == survivor for a in actors)
-    # guards the retry from the checkpoint (as tests/system/faults: a restart from scratch reports epoch 1 again)
-    epochs_seen = tune_epochs(study, name)
-    assert before and epochs_seen[:len(before)] == before
-    assert all(b >= a for a, b in zip(epochs_seen, epochs_seen[1:])), epochs_seen
-    assert epochs_seen.count(1) == 1 and epochs_seen[-1] == epochs + 1, epochs_seen
-    res = torch.load(next((study / "trials" / LABEL).glob("*/result.pt")), weights_only=True)
-    guidance = [row["epoch"] for row in res["rows"] if row["stage"] == "guidance"]
-    assert guidance == sorted(set(guidance)), guidance  # each epoch trained once (restored rows + new ones)
-    check_study(study, name, trials=1, kept=set())
+    check_resumed_from_checkpoint(study, name, before, epochs)  # the retry continued from the checkpoint

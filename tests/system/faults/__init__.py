@@ -181,6 +181,22 @@ def check_study(study: Path, name: str, trials: int, kept: set[str], tracking_ur
     assert summary.count("tgdp (best)") == len(labels)
 
 
+
+def check_resumed_from_checkpoint(study: Path, name: str, before: list[int], epochs: int) -> None:
+    """The one trial of ``study`` continued from its checkpoint after a kill: the epochs reported to Tune never go
+    back (a restart from scratch would report epoch 1 again), every epoch up to the final evaluation (``epochs`` +
+    1) arrived, each guidance epoch was trained once (restored rows + new ones), and the study is whole."""
+    import torch
+
+    seen = tune_epochs(study, name)
+    assert before and seen[:len(before)] == before, (before, seen)
+    assert all(b >= a for a, b in zip(seen, seen[1:])), seen
+    assert seen.count(1) == 1 and seen[-1] == epochs + 1, seen
+    res = torch.load(next((study / "trials" / LABEL).glob("*/result.pt")), weights_only=True)
+    guidance = [row["epoch"] for row in res["rows"] if row["stage"] == "guidance"]
+    assert guidance == sorted(set(guidance)), guidance
+    check_study(study, name, trials=1, kept=set())
+
 def shared_gmm_methods() -> list[str]:
     """The GMM experiment's shared (unsearched, cached) methods: one baseline run and cache entry each per unit."""
     from study.experiments import EXPERIMENTS

@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-from tests.system.faults import (LABEL, Driver, check_study, cmdline, completed_ids, descendants, fault_spec, run_cli,
-                          tune_checkpoints, tune_epochs)
+from tests.system.faults import (LABEL, Driver, check_resumed_from_checkpoint, check_study, cmdline, completed_ids,
+                          descendants, fault_spec, run_cli, tune_checkpoints, tune_epochs)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -39,16 +39,7 @@ def test_worker_sigkill_resumes_from_checkpoint(tmp_path):
     finally:
         d.cleanup()
     assert code == 0, d.output()[-4000:]
-    epochs_total, epochs = epochs, tune_epochs(study, name)
-    # Continued from the checkpoint: the epochs reported to Tune never go back (a restart from scratch
-    # would report epoch 1 again); every epoch up to the final evaluation (E + 1) arrived.
-    assert before and epochs[:len(before)] == before
-    assert all(b >= a for a, b in zip(epochs, epochs[1:])), epochs
-    assert epochs.count(1) == 1 and epochs[-1] == epochs_total + 1, epochs
-    res = torch.load(next((study / "trials" / LABEL).glob("*/result.pt")), weights_only=True)
-    guidance = [r["epoch"] for r in res["rows"] if r["stage"] == "guidance"]
-    assert guidance == sorted(set(guidance)), guidance  # each epoch trained once (restored rows + new ones)
-    check_study(study, name, trials=1, kept=set())
+    check_resumed_from_checkpoint(study, name, before, epochs)
 
 
 def test_corrupt_cache_entry_is_recomputed(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 
 MODE_ENV, TOKEN_ENV, TOKEN_PATH_ENV = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 LOOPBACK = {"_node_ip_address": "127.0.0.1", "dashboard_host": "127.0.0.1"}
@@ -31,6 +32,11 @@ def private_token() -> str:
     mode = os.environ.setdefault(MODE_ENV, "token")
     if mode.lower() == "token" and not os.environ.get(TOKEN_ENV) and not os.environ.get(TOKEN_PATH_ENV):
         os.environ[TOKEN_ENV] = secrets.token_hex(32)
+    if "ray._raylet" in sys.modules:  # Ray read its config (auth mode included) from the environment at import:
+        from ray._raylet import AuthenticationTokenLoader, Config  # re-read it, as Ray's own test utilities do
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
     return mode
 
 

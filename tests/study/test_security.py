@@ -279,3 +279,24 @@ def test_os_errors_become_one_line_naming_the_path(capsys):
 
     e = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/studies/s/optuna.db")
     assert os_error_message(e) == "/data/studies/s/optuna.db: No space left on device"
+
+
+def test_a_local_study_ray_starts_with_token_auth_from_a_clean_environment():
+    """The CLI's path: ``ray`` is imported (and reads its auth config) before the runner turns token
+    authentication on; the driver must still connect to the Ray it starts. The tests' own environment sets
+    RAY_AUTH_MODE before ray is imported, which hid this: so a clean subprocess."""
+    import subprocess
+    import sys
+
+    from tests.study_util import ROOT, SMOKE
+
+    code = ("import ray, os\n"  # imported first, as `tgdp-study run` does through its modules
+            "from study.runner import _init_ray\n"
+            "from study.spec import load_spec\n"
+            f"started, _ = _init_ray(load_spec({str(SMOKE)!r}), None)\n"
+            "assert started and os.environ['RAY_AUTH_MODE'] == 'token'\n"
+            "assert ray.get(ray.remote(lambda: 7).remote()) == 7\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -272,7 +272,7 @@ def test_moved_and_copied_studies_work_on_themselves(finished_study, tmp_path):
         (study / "trials" / "n10" / "DONE").unlink()  # resume restores the Tune run from the copy's own files
         r = _cli("resume", str(study))
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        assert "resuming Tune run" in r.stdout and (study / "trials" / "n10" / "DONE").is_file()
+        assert "tgdp: resuming" in r.stdout and (study / "trials" / "n10" / "DONE").is_file()
         assert _cli("status", str(study)).returncode == 0
         r = _cli("report", str(study))
         assert r.returncode == 0 and "MLflow not updated" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

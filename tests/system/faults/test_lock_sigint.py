@@ -45,7 +45,7 @@ def test_sigint_stops_cleanly_and_resume_completes(tmp_path):
     d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies")], tmp_path / "run.log")
     t0 = time.time()
     try:  # Ctrl-C once the (only) trial runs
-        d.wait_for(lambda: "trial " in d.output() and "started" in d.output(), 400, "the trial start")
+        d.wait_for(lambda: "trial " in d.output() and " running: " in d.output(), 400, "the trial start")
         d.signal(signal.SIGINT)
         code = d.wait(180)
     finally:

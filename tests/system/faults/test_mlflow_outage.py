@@ -58,7 +58,7 @@ def test_mlflow_server_outage(tmp_path):
     d = Driver(["run", str(spec), "--dir", str(tmp_path / "studies"), "--tracking-uri", uri], tmp_path / "run.log",
                env=env)
     try:
-        d.wait_for(lambda: "trial " in d.output() and "started" in d.output(), 400, "the first trial")
+        d.wait_for(lambda: "trial " in d.output() and " running: " in d.output(), 400, "the first trial")
         _stop(server)  # the server goes away mid-trial
         try:
             code = d.wait(400)  # the driver may fail on the lost server, or carry on without it

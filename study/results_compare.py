@@ -98,7 +98,9 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
         out += [f"### {tb}", ""]
         if not tpath.is_file():
             n_done = len(list((d / "results").glob("*.json"))) if (d / "results").is_dir() else 0
-            out += [f"Not finished: {n_done} result files so far in `{rel(d / 'results')}`.", ""]
+            out += [f"Not finished: {n_done} result files so far in `{rel(d / 'results')}`"
+                    + (f"; frozen configurations: `{rel(d / 'frozen.json')}`." if (d / "frozen.json").is_file()
+                       else "."), ""]
             continue
         t = json.loads(tpath.read_text())
         out += [f"Evaluation seeds {t['evaluation_seeds'][0]}-{t['evaluation_seeds'][-1]} "
@@ -113,8 +115,8 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
                 rows.append([c["n"], *(f"{fmt(s[m]['mean'])} ± {fmt(s[m]['sd'])}" if m in s and s[m]["mean"]
                                        is not None else "-" for m in (*TGDP, *BASELINES, ORACLE))])
             out += table(["n", *TGDP, *BASELINES, ORACLE], rows)
-        out += ["", f"Every method and pair: `{rel(d / 'table.md')}`; frozen configurations: "
-                f"`{rel(d / 'frozen.json')}`.", ""]
+        out += ["", f"Every method and pair: `{rel(d / 'table.md')}` (`{rel(tpath)}`); one file per seed, n and "
+                f"method: `{rel(d / 'results')}`; frozen configurations: `{rel(d / 'frozen.json')}`.", ""]
     timing = root / "timing.json"
     if timing.is_file():
         rows = [[r["testbed"], r["phase"], f"{r['seconds'] / 60:.1f}", r["load_start"], r["load_end"],

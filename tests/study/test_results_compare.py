@@ -46,4 +46,5 @@ def test_render_marks_every_file_and_names_an_unfinished_testbed(tmp_path: Path)
     assert "### paper" in text and "vanilla: 0.200" in text
     assert "### asym" in text and "Not finished: 1 result files" in text
     assert done == set(root.rglob("*.json"))  # nothing left for the page's catch-all section
+    assert "paper/table.json" in text and "paper/results" in text  # a finished testbed names its files
     assert results_compare.render(tmp_path / "absent", str, results_doc.fmt, results_doc.table) == ([], set())

@@ -158,7 +158,7 @@ def cluster():
 
 
 def test_ray_job_submit_runs_a_study_on_the_cluster(cluster, tmp_path):
-    """The README's Ray Jobs command: the study's driver runs as a job on the head, trials on the workers."""
+    """The Ray Jobs command of docs/cluster.md: the study's driver runs as a job on the head, trials on the workers."""
     name = "job"
     spec = fault_spec(tmp_path, name, budget={"trials_per_n": 1}, space={}, early_stopping={"enabled": False})
     studies = tmp_path / "studies"

@@ -25,14 +25,16 @@ class StudyCallback(Callback):
     def __init__(self, root: str, label: str) -> None:
         self.root, self.label = root, label
 
+    def _live(self, registry: dict):
+        """The driving study's entry of ``registry``; a callback restored from a moved or copied study's
+        tuner.pkl holds the original's root: one driver drives one study, so that study's is used."""
+        return registry[self.root] if self.root in registry or not registry else next(iter(registry.values()))
+
     def _records(self) -> TrialRecords:
-        """The driving study's records; a callback restored from a moved or copied study's tuner.pkl holds
-        the original's root: one driver drives one study, so that study's are used."""
-        return LIVE[self.root] if self.root in LIVE or not LIVE else next(iter(LIVE.values()))
+        return self._live(LIVE)
 
     def _progress(self):
-        """The driving study's progress (the same rule as ``_records``)."""
-        return PROGRESS[self.root] if self.root in PROGRESS or not PROGRESS else next(iter(PROGRESS.values()))
+        return self._live(PROGRESS)
 
     def _run(self, trial) -> str:
         return self._records().trial_run(self.label, trial.trial_id, trial.config)

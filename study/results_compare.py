@@ -6,14 +6,17 @@ domain_guidance: the one with the best mean on the evaluation seeds, a choice ma
 TGDP, never for it), with paired wins / ties / losses and the Wilcoxon p, and against oracle_guidance. The full
 per-method and per-pair tables stay in each testbed's ``table.md``. A testbed still running shows its progress.
 
-json and pathlib only (study.results_doc's rule: the page renders without torch, Ray or MLflow).
+No torch, Ray or MLflow (study.results_doc's rule); a flipped pair is ``study.statistics.PairStats.flipped``.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
+
+from study.statistics import PairStats
 
 BASELINES = ("vanilla", "finetune", "domain_guidance")  # the tuned methods that are not TGDP
 TGDP = ("tgdp", "tgdp_reg")
@@ -26,14 +29,12 @@ def _stats(comp: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _pair(comp: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
-    """``a`` against ``b`` from the comparison's pair list, oriented from ``a``'s side."""
+    """``a`` against ``b`` from the comparison's pair list (``Comparison.to_dict``), oriented from ``a``'s side."""
     for p in comp["pairs"]:
         if (p["a"], p["b"]) == (a, b):
             return p
         if (p["a"], p["b"]) == (b, a):
-            flip = {"wins (p < 0.05)": "loses (p < 0.05)", "loses (p < 0.05)": "wins (p < 0.05)"}
-            return {**p, "a": a, "b": b, "wins": p["losses"], "losses": p["wins"],
-                    "verdict": flip.get(p["verdict"], p["verdict"])}
+            return asdict(PairStats(**{f.name: p[f.name] for f in fields(PairStats)}).flipped())
     return None
 
 

@@ -3,7 +3,7 @@
 Every ``bench/results/**/*.json`` becomes a compact table with its source file named under it; the GMM seed
 summaries (``gmm_seeds/*_summary.json``, one row per seed x n x method) are aggregated into mean / sd / per-seed
 tables. ``python -m study.results_doc`` rewrites the page; ``tests/study/test_results_doc.py`` fails when it is stale.
-Only json, pathlib and statistics: this runs without torch, Ray or MLflow.
+json, pathlib, statistics and study.statistics (numpy, scipy): this runs without torch, Ray or MLflow.
 """
 
 from __future__ import annotations

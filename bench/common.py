@@ -15,6 +15,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -77,23 +78,33 @@ def single_thread_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def run_timed(cmd: list[str], env: dict[str, str], log: Path | None = None,
               timeout: float | None = None) -> tuple[float, list[tuple[float, str]], int]:
-    """Run ``cmd`` (stderr merged into stdout); returns (wall s, [(t since start, line)], exit code)."""
+    """Run ``cmd`` (stderr merged into stdout); returns (wall s, [(t since start, line)], exit code).
+
+    The wall time ends when the process exits (when a shell prompt would return), not at the end of its output:
+    processes Ray started may hold the pipe open for a few seconds while they stop."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1)
     lines: list[tuple[float, str]] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append((time.perf_counter() - t0, line.rstrip("\n")))
-        if timeout and time.perf_counter() - t0 > timeout:
-            proc.kill()
-            break
-    rc = proc.wait()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
     wall = time.perf_counter() - t0
+    reader.join(timeout=30)  # the rest of the output
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(f"{t:8.2f}  {s}\n" for t, s in lines))
-    return wall, lines, rc
+    return wall, list(lines), rc
 
 
 def first(lines: list[tuple[float, str]], pattern: str) -> float | None:
@@ -102,27 +113,37 @@ def first(lines: list[tuple[float, str]], pattern: str) -> float | None:
     return next((t for t, s in lines if rx.search(s)), None)
 
 
+def _clock_s(text: str) -> float:
+    """Seconds of a ``study.progress.clock`` string: ``3s``, ``1m04s``, ``2h03m``."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if not m:
+        raise ValueError(f"not a progress clock: {text!r}")
+    h, mi, se = (int(x or 0) for x in m.groups())
+    return 3600.0 * h + 60.0 * mi + se
+
+
 def study_timeline(lines: list[tuple[float, str]], wall: float) -> dict[str, Any]:
-    """Phases of one ``tgdp-study run`` from its timestamped stdout (see ``study.runner`` messages)."""
-    t_study = first(lines, r"^study \S+: /")
+    """Phases of one ``tgdp-study run`` from its timestamped stdout (``study.console`` / ``study.progress``
+    lines). ``startup_s``: the start-up block (``study <name>``, printed once Ray and MLflow are up)."""
+    t_study = first(lines, r"^study \S+$")
     t_done = first(lines, r"all units done in")
     units: dict[str, dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
     open_trials: dict[str, tuple[str, float]] = {}
     for t, s in lines:
-        m = re.match(r"^\[(\S+)\] (.*)$", s)
+        m = re.match(r"^\[unit \d+/\d+ (\S+)\] (.*)$", s)
         if not m:
             continue
         label, msg = m.groups()
         u = units.setdefault(label, {"start": t})
-        if msg.startswith("shared stages done in"):
-            u["shared_s"] = float(msg.split()[4])
+        if (sm := re.match(r"shared stages done in (\S+)$", msg)):
+            u["shared_s"] = _clock_s(sm.group(1))
             u["shared_end"] = t
-        elif msg.startswith("Tune run"):
-            u["tune_start"] = t
-        elif (tm := re.match(r"trial (\S+) started", msg)):
+        elif re.match(r"\S+: (resuming )?\d+ trials$", msg):
+            u.setdefault("tune_start", t)
+        elif (tm := re.match(r"\S+ trial \d+/\d+ (\S+) running:", msg)):
             open_trials[tm.group(1)] = (label, t)
-        elif (tm := re.match(r"trial (\S+) (finished|stopped early at epoch (\d+)|FAILED)", msg)):
+        elif (tm := re.match(r"\S+ trial \d+/\d+ (\S+) (finished|stopped early at epoch (\d+)|FAILED)", msg)):
             lab, ts = open_trials.pop(tm.group(1), (label, None))
             trials.append({"unit": lab, "trial": tm.group(1), "started": ts, "ended": t,
                            "wall_s": None if ts is None else round(t - ts, 2),
@@ -131,9 +152,7 @@ def study_timeline(lines: list[tuple[float, str]], wall: float) -> dict[str, Any
             u["end"] = t
     return {"startup_s (imports, MLflow db, ray.init)": t_study, "units": units, "trials": trials,
             "all_units_done_at_s": t_done, "report_s": None if t_done is None else round(wall - t_done, 2),
-            "first_trial_result_at_s": min((tr["ended"] for tr in trials), default=None), "wall_s": wall,
-            "ray_started_at_s": first(lines, r"Started a local Ray instance"),
-            "mlflow_db_at_s": first(lines, r"Creating initial MLflow database")}
+            "first_trial_result_at_s": min((tr["ended"] for tr in trials), default=None), "wall_s": wall}
 
 
 def median(xs: list[float]) -> float:

@@ -160,13 +160,14 @@ def _csv(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return buf.getvalue()
 
 
-def write_report(study_dir: str | Path, tracking_uri: str | None = None) -> str:
+def write_report(study_dir: str | Path, tracking_uri: str | None = None, resync: bool = True) -> str:
     """Write report/ (tables, figures), sync MLflow (summary run and anything missing); return the Markdown.
-    Concurrent calls (two shells, or one beside a finishing driver) run one after the other: two MLflow
+    ``resync=False`` (the driver, right after logging every run itself) skips looking for missing baseline and
+    trial runs. Concurrent calls (two shells, or one beside a finishing driver) run one after the other: two MLflow
     syncs at once left mlflow.db half-migrated."""
     paths = StudyPaths(Path(study_dir).resolve())
     with report_lock(paths):
-        return _write_report(paths, tracking_uri)
+        return _write_report(paths, tracking_uri, resync)
 
 
 @contextmanager
@@ -184,7 +185,7 @@ def report_lock(paths: StudyPaths) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
+def _write_report(paths: StudyPaths, tracking_uri: str | None, resync: bool = True) -> str:
     from study import metric_names, plots
     from study.report_figures import flagged_panels, panel_title, unit_figures
 
@@ -249,7 +250,7 @@ def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
         figures.append(p)
     note = ""
     try:
-        _sync_mlflow(paths, spec, tracking_uri, out, figures, bests=bests, baselines=baseline_values)
+        _sync_mlflow(paths, spec, tracking_uri, out, figures, bests=bests, baselines=baseline_values, resync=resync)
     except Exception as e:  # noqa: BLE001 - the files above are the report; MLflow is retried next time
         note = f"\n(MLflow not updated: {e}; run `tgdp-study report {paths.root}` again to log it)\n"
     return md + f"\nreport: {out}\n" + note
@@ -257,7 +258,7 @@ def _write_report(paths: StudyPaths, tracking_uri: str | None) -> str:
 
 def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path], *,
                  bests: list[tuple[str, int, dict[str, float]]] = (),
-                 baselines: list[tuple[int, dict[str, float]]] = ()) -> None:
+                 baselines: list[tuple[int, dict[str, float]]] = (), resync: bool = True) -> None:
     """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent). ``bests``:
     (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
     per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run."""
@@ -271,7 +272,7 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
     cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)
-    for n, seed, unit in units(spec):
+    for n, seed, unit in units(spec) if resync else ():
         labels = [method_label(unit, m) for m in spec.tuned_methods]
         if not any(paths.trials_dir(x).is_dir() or (paths.ray / f"{spec.name}-{x}").exists() for x in labels):
             continue

@@ -149,6 +149,29 @@ def test_ls_lists_studies_with_trial_counts(in_tmp, capsys):
     assert main(["ls", str(in_tmp / "nothing-here")]) == 2
 
 
+
+ENTRY = """
+import atexit, sys, threading, time
+from pathlib import Path
+from study import cli
+atexit.register(lambda: print("exit functions ran", file=sys.stderr, flush=True))
+if sys.argv[1] == "thread":  # a non-daemon thread still running: the ordinary exit waits for it
+    threading.Thread(target=lambda: (time.sleep(0.5), Path(sys.argv[2], "late").write_text("x"))).start()
+sys.argv = ["tgdp-study", "ls", sys.argv[2]]
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("case", ["plain", "thread"])
+def test_entry_skips_teardown_but_not_exit_functions_output_or_threads(tmp_path, case):
+    # entry() ends with os._exit: the exit code, the whole piped stdout, the exit functions and a running
+    # non-daemon thread's work must survive it
+    r = subprocess.run([sys.executable, "-c", ENTRY, case, str(tmp_path)], capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "exit functions ran" in r.stderr
+    assert (tmp_path / "late").is_file() == (case == "thread")
+
 def test_console_script_end_to_end(tmp_path):
     # the installed entry point: bad spec -> exit 2, message, nothing created; --dry-run -> exit 0, nothing created
     assert SCRIPT.exists(), SCRIPT

@@ -274,10 +274,11 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
     console.configure(verbose)  # before MLflow, Optuna and Ray print anything
     import ray
 
-    import study.tracking  # noqa: F401 - MLflow imported in the main thread (see _open_tracker's thread)
     from study.callback import LIVE
-    from study.relocate import drive
+    from study.mlflow_store import ensure_sqlite_store
+    from study.relocate import drive, relocate_mlflow
     from study.report import write_report
+    from study.tracking import Tracker
 
     with study_lock(paths):
         paths.make_dirs()
@@ -287,21 +288,18 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             state["tracking_uri"] = StudyPaths.absolute_uri(tracking_uri)
         state.setdefault("tracking_uri", paths.mlflow_url)
         paths.write_state(state)
-        drive(paths)  # Tune's restored Optuna storage opens this study's optuna.db
-        # The MLflow store opens in a thread while ray.init, which mostly waits on the processes it starts,
-        # holds the main thread (ray.init sets its SIGTERM handler only there); both import disjoint packages.
-        with ThreadPoolExecutor(1, thread_name_prefix="mlflow-open") as pool:
-            opening = pool.submit(_open_tracker, paths, spec, state["tracking_uri"], resume)
-            started, dashboard = _init_ray(spec, address, verbose)
-            try:
-                tracker = opening.result()
-            except BaseException:
-                if started:
-                    ray.shutdown()
-                raise
+        ensure_sqlite_store(state["tracking_uri"])  # copied from a template: the migrations ran once
+        relocate_mlflow(paths, state["tracking_uri"], spec.name)  # a moved or copied study logs into itself
+        drive(paths)  # and Tune's restored Optuna storage opens its own optuna.db
+        tracker = Tracker(state["tracking_uri"], spec.name, paths.artifact_location)
+        if resume:
+            killed = tracker.close_running("KILLED")
+            if killed:
+                print(f"resume: {killed} MLflow run(s) left RUNNING marked KILLED", flush=True)
         records = TrialRecords(tracker, paths, spec)
         cache = StageCache(state["cache_dir"])
         LIVE[str(paths.root)] = records
+        started, dashboard = _init_ray(spec, address, verbose)
         t0 = time.time()
         print("\n".join(console.startup_lines(spec.name, str(paths.root), state["tracking_uri"], dashboard, PROG)),
               flush=True)
@@ -331,23 +329,6 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
                 stopping.result()
         print(text)
         return 0
-
-
-def _open_tracker(paths: StudyPaths, spec: StudySpec, tracking_uri: str, resume: bool) -> Any:
-    """The study's MLflow ``Tracker``: the store (copied from a template: the migrations ran once), moved or copied
-    studies re-pointed at themselves, and on resume the runs a killed driver left RUNNING marked KILLED."""
-    from study.mlflow_store import ensure_sqlite_store
-    from study.relocate import relocate_mlflow
-    from study.tracking import Tracker
-
-    ensure_sqlite_store(tracking_uri)
-    relocate_mlflow(paths, tracking_uri, spec.name)
-    tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
-    if resume:
-        killed = tracker.close_running("KILLED")
-        if killed:
-            print(f"resume: {killed} MLflow run(s) left RUNNING marked KILLED", flush=True)
-    return tracker
 
 
 def _progress(spec: StudySpec) -> Progress:

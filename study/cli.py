@@ -358,13 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """The ``tgdp-study`` console script: ``main``, then exit without the interpreter's teardown.
 
-    After a study that teardown (module and C++ destructors of Ray, torch and gRPC) took 2.5 s on 2 cores for
-    nothing a user can see. The exit functions (log flushes, Ray's) and the flush of stdout/stderr still run;
-    with another non-daemon thread alive the ordinary exit is used, which waits for it."""
+    After a study that teardown (module and C++ destructors of Ray, torch and gRPC) took seconds, for nothing a
+    user can see (bench/README.md). The exit functions (log flushes, Ray's) and the flush of stdout/stderr still
+    run; with another non-daemon thread alive the ordinary exit is used, which waits for it."""
     code = main()
     if any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate()):
         sys.exit(code)
-    atexit._run_exitfuncs()  # noqa: SLF001 - the documented exit functions, run now instead of at teardown
+    atexit._run_exitfuncs()  # noqa: SLF001 - the registered exit functions, which os._exit would skip
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

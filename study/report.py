@@ -185,7 +185,7 @@ def report_lock(paths: StudyPaths) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_report(paths: StudyPaths, tracking_uri: str | None, resync: bool = True) -> str:
+def _write_report(paths: StudyPaths, tracking_uri: str | None, resync: bool) -> str:
     from study import metric_names, plots
     from study.report_figures import flagged_panels, panel_title, unit_figures
 
@@ -261,7 +261,8 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
                  baselines: list[tuple[int, dict[str, float]]] = (), resync: bool = True) -> None:
     """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent). ``bests``:
     (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
-    per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run."""
+    per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run. ``resync=False``: the
+    summary run and the best values only (the driver has just logged every other run itself)."""
     from study.cache import StageCache
     from study.relocate import relocate_mlflow
     from study.spec import dump_spec

@@ -321,7 +321,7 @@ def _drive(paths: StudyPaths, spec: StudySpec, address: str | None, tracking_uri
             if started and not finished:
                 ray.shutdown()
         print(f"study {spec.name}: all units done in {time.time() - t0:.1f} s", flush=True)
-        # Ray stops (processes to wait for, ~1.5 s) while the report is drawn; the report does not use Ray
+        # Ray stops (mostly waiting for its processes to exit) while the report is drawn, which does not use Ray
         with ThreadPoolExecutor(1, thread_name_prefix="ray-shutdown") as pool:
             stopping = pool.submit(ray.shutdown) if started else None
             text = write_report(paths.root, tracking_uri=state["tracking_uri"], resync=False)

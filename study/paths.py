@@ -43,6 +43,9 @@ DEFAULT_STUDIES_DIR = "studies"  # default --dir, relative to the working direct
 RESULT_FILE = "result.pt"  # a finished trial's final evaluation, written by study.trial.trial_loop
 STATE_FILE = "state.json"
 _SQLITE = "sqlite:///"  # + an absolute path gives four slashes; + a relative one is relative to the study
+# SQLAlchemy reads "?" in sqlite:///PATH as the start of a query ("#" and "%" are URL syntax too): the study's
+# Optuna and MLflow databases would be opened elsewhere, e.g. /tmp/a?b/optuna.db as /tmp/a
+URL_UNSAFE = "?#%"
 
 
 class StudyPathError(UserError):
@@ -52,6 +55,15 @@ class StudyPathError(UserError):
 def is_safe_name(name: object) -> bool:
     """True for a name that is a single, harmless path component (no traversal, no slashes)."""
     return isinstance(name, str) and bool(STUDY_NAME_RE.fullmatch(name)) and ".." not in name
+
+
+def check_url_safe(root: Path, what: str) -> Path:
+    """``root`` if its path can sit in the study's sqlite URLs, else a ``StudyPathError`` naming the character."""
+    bad = sorted({c for c in str(root) if c in URL_UNSAFE})
+    if bad:
+        raise StudyPathError(f"{what} {root}: contains {' '.join(repr(c) for c in bad)}, which the study's sqlite "
+                             f"URLs (Optuna, MLflow) cannot carry; allowed: a path without {' '.join(URL_UNSAFE)}")
+    return root
 
 
 def validate_study_name(name: object) -> str:
@@ -226,7 +238,7 @@ def study_paths(base_dir: str | Path, name: str) -> StudyPaths:
     if StudyPaths(base).exists():  # `run --dir` takes the parent; every other verb takes the study itself
         raise StudyPathError(f"--dir {base}: is a study directory; --dir takes the parent the study is created in "
                              f"(e.g. --dir {base.parent}); to continue this study: tgdp-study resume {base}")
-    root = (base / name).resolve()
+    root = (check_url_safe(base, "--dir") / name).resolve()
     if root.parent != base:  # belt and braces: the name regex already forbids traversal
         raise StudyPathError(f"study name {name!r} escapes the study directory {base}")
     return StudyPaths(root)
@@ -238,7 +250,7 @@ def open_study_dir(path: str | Path) -> StudyPaths:
     if not root.is_dir():
         why = "not a directory" if root.exists() else "no such directory"
         raise StudyPathError(f"not a study directory: {root} ({why})")
-    paths = StudyPaths(root)
+    paths = StudyPaths(check_url_safe(root, "study directory"))
     if not paths.spec.is_file():
         inside = [Path(path) / p.name for p in list_studies(root)]  # given the parent (e.g. studies/)? name them
         hint = "" if not inside else (f"; did you mean {inside[0]}?" if len(inside) == 1 else
@@ -253,8 +265,9 @@ def list_studies(base_dir: str | Path) -> list[StudyPaths]:
     if not base.is_dir():
         raise StudyPathError(f"{'not a directory' if base.exists() else 'no such directory'}: {base}")
     if StudyPaths(base).exists():
-        return [StudyPaths(base)]
+        return [StudyPaths(check_url_safe(base, "study directory"))]
     return sorted(
-        (StudyPaths(d) for d in base.iterdir() if d.is_dir() and StudyPaths(d).exists()),
+        (StudyPaths(check_url_safe(d, "study directory")) for d in base.iterdir()
+         if d.is_dir() and StudyPaths(d).exists()),
         key=lambda p: p.name,
     )

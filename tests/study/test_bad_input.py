@@ -117,6 +117,13 @@ def _broken_spec_yaml(tmp: Path) -> list[str]:
     return ["resume", str(root)]
 
 
+def _moved_study(tmp: Path) -> list[str]:
+    """An ``existing_study`` moved into a directory whose name holds "#" (as a URL: a fragment)."""
+    root = existing_study(tmp)
+    (tmp / "a#b").mkdir()
+    return ["status", str(root.rename(tmp / "a#b" / root.name))]
+
+
 def _corrupt_optuna(command: str) -> Callable[[Path], list[str]]:
     def setup(tmp: Path) -> list[str]:
         root = existing_study(tmp)
@@ -215,6 +222,12 @@ CASES: list[Case] = [
     Case("run-dir-is-file", "`--dir` is a file", "tgdp-study run SPEC --dir FILE",
          lambda tmp: ["run", str(SMOKE), "--dir", str(_file(tmp))],
          ["--dir {tmp}/notes.txt: not a directory"]),
+    Case("run-dir-url-syntax", "`--dir` with \"?\" in its path", "tgdp-study run SPEC --dir 'a?b'",
+         lambda tmp: ["run", str(SMOKE), "--dir", str(tmp / "a?b")],
+         ["--dir {tmp}/a?b: contains '?', which the study's sqlite URLs (Optuna, MLflow) cannot carry",
+          "allowed: a path without ? # %"]),
+    Case("status-dir-url-syntax", "a study moved to a path with \"#\"", "tgdp-study status STUDY", _moved_study,
+         ["study directory {tmp}/a#b/gmm-smoke: contains '#'", "allowed: a path without ? # %"]),
     Case("resume-missing-dir", "resume of a directory that does not exist", "tgdp-study resume DIR",
          lambda tmp: ["resume", str(tmp / "gone")], ["not a study directory: {tmp}/gone (no such directory)"]),
     Case("resume-file", "resume of a file", "tgdp-study resume FILE", lambda tmp: ["resume", str(_file(tmp))],

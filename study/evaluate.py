@@ -13,7 +13,8 @@ directory, and each result file is written atomically, so resume stays trivial).
 
     frozen.json                      the frozen configurations (a rerun refuses different ones)
     results/s<seed>-n<n>-<method>.json   one result, written as it comes (a rerun skips finished ones)
-    cache/                           source models and classifiers of the evaluation seeds (stage cache)
+    cache/                           source models and classifiers of the evaluation seeds (stage cache; the
+                                     preprocessed ECG records are mapped from the study's own stage cache)
     table.md, table.json             per metric and n: study.statistics (mean, sd, bootstrap interval,
                                      failure rate, paired wins and Wilcoxon p of every pair)
 """
@@ -148,20 +149,24 @@ def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | No
     from study.experiments import experiment_for
 
     _write_json(fpath, frozen)
+    # the study's stage cache: preprocessed ECG records there (built while tuning) are mapped, not re-read
+    from study.cache import resolve_cache_dir
+
+    data_cache = paths.read_state().get("cache_dir") or str(resolve_cache_dir(paths.cache))
     jobs = min(jobs, len(seeds))
     threads, t_all = torch.get_num_threads(), time.time()
     per_job = max(1, (os.cpu_count() or 1) // jobs)  # the local CPUs, split between the parallel seeds
     try:
         if jobs == 1:
             for seed in seeds:
-                evaluate_seed(spec, seed, out_dir, frozen, per_job)
+                evaluate_seed(spec, seed, out_dir, frozen, per_job, data_cache)
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # spawn, not fork: the parent may hold torch threads, and a forked OpenMP pool can deadlock
             with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for f in [pool.submit(evaluate_seed, spec, s, out_dir, frozen, per_job) for s in seeds]:
+                for f in [pool.submit(evaluate_seed, spec, s, out_dir, frozen, per_job, data_cache) for s in seeds]:
                     f.result()  # the first failure stops the command; finished results stay for the rerun
     finally:
         torch.set_num_threads(threads)
@@ -170,15 +175,17 @@ def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | No
     return write_table(spec, exp, out_dir, seeds, method_order(spec, exp))
 
 
-def evaluate_seed(spec: StudySpec, seed: int, out_dir: Path, frozen: dict[str, Any], threads: int) -> None:
-    """Every (n, method) of one evaluation seed with ``threads`` torch threads, skipping finished results."""
+def evaluate_seed(spec: StudySpec, seed: int, out_dir: Path, frozen: dict[str, Any], threads: int,
+                  data_cache: str | None = None) -> None:
+    """Every (n, method) of one evaluation seed with ``threads`` torch threads, skipping finished results;
+    ``data_cache``: the stage cache directory the experiment keeps preprocessed data in."""
     import torch
 
     from study.cache import StageCache
     from study.experiments import experiment_for
 
     torch.set_num_threads(threads)
-    exp = experiment_for(spec)
+    exp = experiment_for(spec, data_cache)
     cache = StageCache(out_dir / "cache")
     methods = method_order(spec, exp)
     for n in spec.factors.n:

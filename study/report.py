@@ -263,7 +263,6 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
     (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
     per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run. ``resync=False``: the
     summary run and the best values only (the driver has just logged every other run itself)."""
-    from study.cache import StageCache
     from study.relocate import relocate_mlflow
     from study.spec import dump_spec
     from study.tracking import Tracker
@@ -271,14 +270,14 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
 
     relocate_mlflow(paths, tracking_uri, spec.name)  # a moved or copied study logs into itself
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
-    cache = StageCache(paths.read_state().get("cache_dir", paths.cache))
+    cache_dir = Path(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)
     for n, seed, unit in units(spec) if resync else ():
         labels = [method_label(unit, m) for m in spec.tuned_methods]
         if not any(paths.trials_dir(x).is_dir() or (paths.ray / f"{spec.name}-{x}").exists() for x in labels):
             continue
         parent = records.parent(unit)
-        for e in _baselines(spec, cache.root, n, seed):
+        for e in _baselines(spec, cache_dir, n, seed):
             tracker.baseline_run(parent, unit, e)
         for label in labels:
             run_dir = paths.trials_dir(label)

@@ -27,18 +27,19 @@ EXPERIMENTS: dict[str, type[Experiment]] = {
 }
 
 
-def get_experiment(name: str, spec: Any = None) -> Experiment:
-    """The experiment ``name`` (with ``spec`` when given); UserError naming the known ones otherwise."""
+def get_experiment(name: str, spec: Any = None, cache_dir: str | None = None) -> Experiment:
+    """The experiment ``name`` (with ``spec`` and the stage ``cache_dir`` when given); UserError naming the known
+    ones otherwise."""
     cls = EXPERIMENTS.get(name)
     if cls is None:
         raise UserError(f"experiment {name!r}: unknown; allowed: {', '.join(EXPERIMENTS)}")
-    return cls(spec)
+    return cls(spec, cache_dir)
 
 
-def experiment_for(spec: Any) -> Experiment:
+def experiment_for(spec: Any, cache_dir: str | None = None) -> Experiment:
     """The experiment of a validated spec (``spec.experiment``); UserError before anything is written
-    when there is none."""
-    return get_experiment(spec.experiment, spec)
+    when there is none. ``cache_dir``: the stage cache (default: a trial runtime's own ``cache_dir``)."""
+    return get_experiment(spec.experiment, spec, cache_dir)
 
 
 def metric_names(name: str) -> tuple[str, ...]:

@@ -53,8 +53,10 @@ class Experiment(abc.ABC):
     methods: ClassVar[tuple[str, ...]]  # names in tgdp.methods.METHODS this experiment offers
     regularised: ClassVar[dict[str, Any]] = {}  # GuidanceConfig overrides of tgdp_reg (stated per experiment)
 
-    def __init__(self, spec: Any = None) -> None:
+    def __init__(self, spec: Any = None, cache_dir: str | None = None) -> None:
         self.spec = spec  # the validated StudySpec (None when only the spec-layer methods are used)
+        # the stage cache directory, where ``load`` may keep preprocessed data: given, else the trial runtime's
+        self.cache_dir = cache_dir or getattr(spec, "cache_dir", None)
 
     # --- spec layer -------------------------------------------------------------------------------------
 

@@ -69,11 +69,11 @@ class ECGExperiment(Experiment):
     def load(self, data_cfg: ECGDataConfig) -> tuple[Any, dict]:
         """The loaded ``ECGTask`` (splits, normalisation fitted on the source) and its stage dict. The records
         come from the preprocessed-data cache (``tgdp.data.ecg_cache``) in the stage cache directory: the
-        trial runtime's ``cache_dir``, else ``$TGDP_STUDY_CACHE_DIR``; with neither they are read directly."""
+        experiment's ``cache_dir``, else ``$TGDP_STUDY_CACHE_DIR``; with neither they are read directly."""
         from study.cache import CACHE_ENV
         from tgdp.ecg_task import load_ecg_task
 
-        task = load_ecg_task(data_cfg, cache_dir=getattr(self.spec, "cache_dir", None) or os.environ.get(CACHE_ENV))
+        task = load_ecg_task(data_cfg, cache_dir=self.cache_dir or os.environ.get(CACHE_ENV))
         return task, task.data
 
     def _generate(self, method: str, sample: Any, task: Any, device: torch.device, labels: torch.Tensor, *,

@@ -67,6 +67,20 @@ def test_sim_task_shapes_labels_and_disjoint_splits(sim_task):
     torch.testing.assert_close(sim_task.norm.apply(sim_task.mv("val")), sim_task.val_x)
 
 
+def test_experiment_keeps_records_in_the_cache_dir_it_is_given(sim_cfg, sim_task, tmp_path, monkeypatch):
+    # `evaluate` hands the study's stage cache to the experiment (no trial runtime there): the records are
+    # preprocessed into it once and mapped after; without a cache directory nothing is written anywhere.
+    monkeypatch.delenv("TGDP_STUDY_CACHE_DIR", raising=False)
+    spec = parse_spec(read_yaml((ROOT / "search_spaces" / "ecg_sim.yaml").read_text()))
+    task, _ = get_experiment("ecg", spec).load(sim_cfg)
+    assert not list(tmp_path.iterdir())
+    exp = get_experiment("ecg", spec, cache_dir=str(tmp_path))
+    task, data = exp.load(sim_cfg)
+    assert sorted({p.name.split("-")[0] for p in (tmp_path / "ecg-data").iterdir()}) == ["cpsc2018", "ptbxl"]
+    torch.testing.assert_close(data["source_x"], sim_task.data["source_x"])
+    torch.testing.assert_close(task.test_x, sim_task.test_x)
+
+
 def test_normalisation_is_fitted_on_source_training_records_only(sim_task):
     src = sim_task.source
     expected = fit_lead_norm(src.x, src.lengths)

@@ -146,12 +146,11 @@ def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | No
                         "ran further?); results of two selections cannot share a table: choose another --out")
     import torch
 
+    from study.cache import resolve_cache_dir
     from study.experiments import experiment_for
 
     _write_json(fpath, frozen)
     # the study's stage cache: preprocessed ECG records there (built while tuning) are mapped, not re-read
-    from study.cache import resolve_cache_dir
-
     data_cache = paths.read_state().get("cache_dir") or str(resolve_cache_dir(paths.cache))
     jobs = min(jobs, len(seeds))
     threads, t_all = torch.get_num_threads(), time.time()

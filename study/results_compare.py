@@ -76,6 +76,23 @@ def headline(table: dict[str, Any], metric: str, fmt: Callable[[Any], str]) -> l
     return rows
 
 
+def goals(table: dict[str, Any], metric: str = "energy_distance") -> str:
+    """Issue 14's goal, judged on one testbed: a TGDP variant ahead of the strongest tuned baseline at n = 10 and
+    100 (p < 0.05), and tgdp_reg within 1.25x of oracle_guidance at n = 1000."""
+    parts = []
+    for comp in (c for c in table["comparisons"] if c["metric"] == metric):
+        stats, base = _stats(comp), strongest_baseline(comp)
+        if comp["n"] in (10, 100) and base:
+            won = [m for m in TGDP if (p := _pair(comp, m, base)) and p["verdict"].startswith("wins")]
+            parts.append(f"n = {comp['n']}: {' and '.join(won) + ' ahead' if won else 'no TGDP variant ahead'} "
+                         f"of {base} at p < 0.05: **{'met' if won else 'not met'}**")
+        if comp["n"] == 1000 and stats.get(ORACLE, {}).get("mean") and stats.get("tgdp_reg", {}).get("mean"):
+            r = stats["tgdp_reg"]["mean"] / stats[ORACLE]["mean"]
+            parts.append(f"n = 1000: tgdp_reg / oracle_guidance = {r:.2f} (goal <= 1.25): "
+                         f"**{'met' if r <= 1.25 else 'not met'}**")
+    return "Goal (issue 14): " + "; ".join(parts) + "." if parts else ""
+
+
 HEADER = ["n", "tgdp", "tgdp_reg", "strongest tuned baseline", "oracle_guidance", "tgdp vs baseline (W/T/L)",
           "tgdp_reg vs baseline (W/T/L)", "tgdp_reg / oracle"]
 
@@ -107,6 +124,7 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
         out += [f"Evaluation seeds {t['evaluation_seeds'][0]}-{t['evaluation_seeds'][-1]} "
                 f"({len(t['evaluation_seeds'])}); development seeds {t['development_seeds']}.", ""]
         out += table(HEADER, headline(t, "energy_distance", fmt))
+        out += ["", goals(t)] if goals(t) else []
         if any(c["metric"] == "mode_balance_error" for c in t["comparisons"]):
             out += ["", "Mode-weight error (total variation between the samples' share per target mode and the true "
                     "weights; 0 = reproduced), mean ± sd:", ""]

@@ -48,3 +48,19 @@ def test_render_marks_every_file_and_names_an_unfinished_testbed(tmp_path: Path)
     assert done == set(root.rglob("*.json"))  # nothing left for the page's catch-all section
     assert "paper/table.json" in text and "paper/results" in text  # a finished testbed names its files
     assert results_compare.render(tmp_path / "absent", str, results_doc.fmt, results_doc.table) == ([], set())
+
+
+def test_goals_judge_each_part_on_its_own_n():
+    base = [0.10 + 0.01 * i for i in range(10)]
+    t10 = _table({"tgdp": [v - 0.02 for v in base], "tgdp_reg": [v + 0.05 for v in base], "finetune": base})
+    t100 = _table({"tgdp": [v + 0.02 for v in base], "tgdp_reg": base[:5] + [v + 0.01 for v in base[5:]],
+                   "vanilla": base[:5] + [v - 0.01 for v in base[5:]]}, n=100)
+    t1000 = _table({"tgdp_reg": [1.2 * v for v in base], "vanilla": base, "oracle_guidance": base}, n=1000)
+    t = {**t10, "comparisons": t10["comparisons"] + t100["comparisons"] + t1000["comparisons"]}
+    text = results_compare.goals(t)
+    assert "n = 10: tgdp ahead of finetune at p < 0.05: **met**" in text
+    assert "n = 100: no TGDP variant ahead of vanilla at p < 0.05: **not met**" in text  # 0/5/5: never a win
+    assert "tgdp_reg / oracle_guidance = 1.20 (goal <= 1.25): **met**" in text
+    worse = _table({"tgdp_reg": [1.3 * v for v in base], "oracle_guidance": base}, n=1000)
+    assert "= 1.30 (goal <= 1.25): **not met**" in results_compare.goals(worse)
+    assert results_compare.goals(_table({"tgdp": base}, n=500)) == ""

@@ -142,6 +142,18 @@ def gmm_ratio_limit(path: Path, d: dict) -> list[str]:
             + ["", source(path, d) + " Per-seed rows: `bench/results/gmm_ratio_limit.md`.", ""])
 
 
+def gmm_ratio_vs_guidance(path: Path, d: dict) -> list[str]:
+    methods = ("tgdp_reg", "tgdp_reg, exact ratio", "oracle_guidance", "vanilla")
+    rows = [[key.replace("/n", ", n = "), *[fmt(m[k]["energy_distance"]) for k in methods],
+             " / ".join(fmt(m[k]["guidance_grad_rmse"]) for k in methods[:2])]
+            for key, m in sorted(d["mean_over_seeds"].items())]
+    return (["Where tgdp_reg loses at n = 1000: the same fit with the exact log r in place of the classifier, "
+             "against exact guidance and the tuned vanilla (frozen configurations of the final table; development "
+             f"seeds {', '.join(map(str, d['inputs']['seeds']))}, validation draw). Energy distance, mean over seeds.",
+             ""] + table(["testbed, n", *methods, "grad log h RMSE (learned / exact ratio)"], rows)
+            + ["", source(path, d) + " Per-seed values: `raw` in the file.", ""])
+
+
 # --- ECG -------------------------------------------------------------------------------------------------
 
 def ecg_compare(path: Path, d: dict) -> list[str]:
@@ -238,7 +250,7 @@ def sssd_precision(path: Path, d: dict) -> list[str]:
 Renderer = Callable[[Path, Any], list[str]]
 SECTIONS: list[tuple[str, str, dict[str, Renderer]]] = [
     ("Gaussian mixture: what the learned ratio alone allows", "",
-     {"gmm_ratio_limit": gmm_ratio_limit}),
+     {"gmm_ratio_limit": gmm_ratio_limit, "gmm_ratio_vs_guidance": gmm_ratio_vs_guidance}),
     ("ECG, simulated PTB-XL -> CPSC2018 (cpu preset)", "",
      {"ecg_sim_compare": ecg_compare,
       "ecg_sim_investigate": lambda p, d: ["Diagnostics of the comparison above.", ""] + key_values(p, d)}),

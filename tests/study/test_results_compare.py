@@ -64,3 +64,11 @@ def test_goals_judge_each_part_on_its_own_n():
     worse = _table({"tgdp_reg": [1.3 * v for v in base], "oracle_guidance": base}, n=1000)
     assert "= 1.30 (goal <= 1.25): **not met**" in results_compare.goals(worse)
     assert results_compare.goals(_table({"tgdp": base}, n=500)) == ""
+
+
+def test_the_fixed_source_only_counts_as_a_baseline():
+    # On a small shift the source model alone can beat every tuned baseline: TGDP is measured against it too.
+    base = [0.10 + 0.01 * i for i in range(10)]
+    t = _table({"tgdp": base, "vanilla": [v + 0.05 for v in base], "source_only": [v - 0.05 for v in base]})
+    [row] = results_compare.headline(t, "energy_distance", results_doc.fmt)
+    assert row[3].startswith("source_only:") and row[5].startswith("0/0/10")

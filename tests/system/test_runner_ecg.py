@@ -119,6 +119,14 @@ def test_ecg_study_end_to_end(local_ray, tmp_path, capsys):
     cached = sorted(p.name.split("-")[0] for p in (study / "cache").glob("*.pt"))
     assert cached.count("source") == 1 and cached.count("baseline") == 5 * len(ns)  # real_only .. source_only
     assert main(["status", str(study)]) == 0
+    # evaluate maps the study's preprocessed records (the study cache; no trial runtime there): removed, they are
+    # built again in the study cache, not read past it
+    import shutil
+
+    shutil.rmtree(cache)
+    assert main(["evaluate", str(study), "--seeds", "100", "--out", str(tmp_path / "eval")]) == 0
+    assert sorted({p.name.split("-")[0] for p in cache.iterdir() if p.is_dir()}) == ["cpsc2018", "ptbxl"]
+    assert len(list((tmp_path / "eval" / "results").glob("s100-*.json"))) == 7 * len(ns)  # tgdp .. real_only
 
 
 def test_unknown_experiment_is_refused_before_anything_is_written(tmp_path):

@@ -72,3 +72,14 @@ def test_the_fixed_source_only_counts_as_a_baseline():
     t = _table({"tgdp": base, "vanilla": [v + 0.05 for v in base], "source_only": [v - 0.05 for v in base]})
     [row] = results_compare.headline(t, "energy_distance", results_doc.fmt)
     assert row[3].startswith("source_only:") and row[5].startswith("0/0/10")
+
+
+def test_goals_judge_mode_weights_against_the_closest_tuned_baseline_never_source_only():
+    base = [0.01 + 0.001 * i for i in range(10)]
+    values = {"tgdp_reg": [v + 0.02 for v in base], "vanilla": base, "finetune": [v + 0.05 for v in base],
+              "source_only": [0.0] * 10}  # off the modes: never the reference
+    comp = compare({m: dict(zip(SEEDS, v)) for m, v in values.items()}, metric="mode_balance_error", n=100,
+                   direction="minimize")
+    text = results_compare.goals({"comparisons": [comp.to_dict()]})
+    assert text == ("Goal (issue 14): mode weights, tgdp_reg against the tuned baseline closest to the true ones: "
+                    "loses (vanilla) at n = 100.")

@@ -137,7 +137,7 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
         out += [f"Evaluation seeds {t['evaluation_seeds'][0]}-{t['evaluation_seeds'][-1]} "
                 f"({len(t['evaluation_seeds'])}); development seeds {t['development_seeds']}.", ""]
         out += table(HEADER, headline(t, "energy_distance", fmt))
-        out += ["", goals(t)] if goals(t) else []
+        out += ["", g] if (g := goals(t)) else []
         if any(c["metric"] == "mode_balance_error" for c in t["comparisons"]):
             out += ["", "Mode-weight error (total variation between the samples' share per target mode and the true "
                     "weights; 0 = reproduced), mean ± sd:", ""]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -78,11 +79,7 @@ def main() -> int:
             raw[v].append(json.loads(line[0][len("RESULT "):]))
             print(v, raw[v][-1], flush=True)
 
-    def median(v: str, run: int, key: str) -> float:
-        xs = sorted(r["runs"][run][key] for r in raw[v])
-        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-    summary = {v: {f"run{i + 1}_{k}": median(v, i, k) for i in range(2)
+    summary = {v: {f"run{i + 1}_{k}": statistics.median(r["runs"][i][k] for r in raw[v]) for i in range(2)
                    for k in ("process_created_s", "trial_started_s")} for v in VARIANTS}
     path = write_result("tune_actor_start", {"name": "tune_actor_start", "inputs": {"repeats": args.repeats,
                         "idle_before_first_run_s": 8}, "environment": environment(), "raw": raw,

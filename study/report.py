@@ -250,16 +250,18 @@ def _write_report(paths: StudyPaths, tracking_uri: str | None, resync: bool) -> 
         figures.append(p)
     note = ""
     try:
-        _sync_mlflow(paths, spec, tracking_uri, out, figures, bests=bests, baselines=baseline_values, resync=resync)
+        _sync_mlflow(paths, spec, tracking_uri, out, figures, cache_dir=cache_dir, bests=bests,
+                     baselines=baseline_values, resync=resync)
     except Exception as e:  # noqa: BLE001 - the files above are the report; MLflow is retried next time
         note = f"\n(MLflow not updated: {e}; run `tgdp-study report {paths.root}` again to log it)\n"
     return md + f"\nreport: {out}\n" + note
 
 
 def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Path, figures: list[Path], *,
-                 bests: list[tuple[str, int, dict[str, float]]] = (),
+                 cache_dir: Path, bests: list[tuple[str, int, dict[str, float]]] = (),
                  baselines: list[tuple[int, dict[str, float]]] = (), resync: bool = True) -> None:
-    """Parent, baseline and trial runs for everything on disk, then the summary run (all idempotent). ``bests``:
+    """Parent, baseline and trial runs for everything on disk (baselines from the stage cache ``cache_dir``), then
+    the summary run (all idempotent). ``bests``:
     (unit, n, best_<method>_* values) for the unit's parent run and the summary run (step = n, so the best value
     per n can be charted); ``baselines``: (n, <method>_test_* values) for the summary run. ``resync=False``: the
     summary run and the best values only (the driver has just logged every other run itself)."""
@@ -270,7 +272,6 @@ def _sync_mlflow(paths: StudyPaths, spec: StudySpec, tracking_uri: str, out: Pat
 
     relocate_mlflow(paths, tracking_uri, spec.name)  # a moved or copied study logs into itself
     tracker = Tracker(tracking_uri, spec.name, paths.artifact_location)
-    cache_dir = Path(paths.read_state().get("cache_dir", paths.cache))
     records = TrialRecords(tracker, paths, spec)
     for n, seed, unit in units(spec) if resync else ():
         labels = [method_label(unit, m) for m in spec.tuned_methods]

@@ -6,7 +6,7 @@ method's best configuration per n and run every method on the evaluation seeds 1
 (``tgdp-study evaluate --jobs 2``). Each phase runs through the CLI exactly as a user would.
 
 Written as it goes, so an interrupted run resumes where it stopped (the study with ``resume``, the evaluation by
-skipping finished result files):
+skipping finished result files; without the study, from the committed ``frozen.json``, ``evaluate --frozen``):
 
     bench/results/gmm_compare/<testbed>/frozen.json, results/*.json, table.md, table.json   (evaluate's layout)
     bench/results/gmm_compare/timing.json   wall time of each phase, with the load average it ran under
@@ -69,13 +69,16 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="evaluation seeds in parallel")
     a = ap.parse_args()
     for tb in a.testbeds:
-        study = STUDIES / f"gmm-compare-{tb}"
+        study, frozen = STUDIES / f"gmm-compare-{tb}", OUT / tb / "frozen.json"
+        rest = ["--seeds", a.seeds, "--jobs", str(a.jobs), "--out", str(OUT / tb)]
         if (study / "spec.yaml").is_file():  # started before: resume (returns quickly once finished)
             timed("tune", tb, [*CLI, "resume", str(study)])
+        elif frozen.is_file():  # tuned elsewhere (the committed frozen.json): evaluate without the study
+            timed("evaluate", tb, [*CLI, "evaluate", str(testbed_spec(tb)), "--frozen", str(frozen), *rest])
+            continue
         else:
             timed("tune", tb, [*CLI, "run", str(testbed_spec(tb)), "--dir", str(STUDIES)])
-        timed("evaluate", tb, [*CLI, "evaluate", str(study), "--seeds", a.seeds, "--jobs", str(a.jobs),
-                               "--out", str(OUT / tb)])
+        timed("evaluate", tb, [*CLI, "evaluate", str(study), *rest])
 
 
 if __name__ == "__main__":

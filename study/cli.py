@@ -4,6 +4,7 @@
     tgdp-study resume DIR [--address ADDR] [--tracking-uri URI]
     tgdp-study status DIR | report DIR | best DIR --n N [--method M] [--out FILE] | ls [DIR]
     tgdp-study evaluate DIR --seeds 100-109 [--out DIR]
+    tgdp-study evaluate SPEC.yaml --frozen FROZEN.json --seeds 100-109 --out DIR
     tgdp-study ui DIR [--host 127.0.0.1] [--port 5000]
     tgdp-study dashboard DIR [--port 8080]
     tgdp-study gmm [--n 10 100 1000] [--seed 0 ...] [--set KEY=VALUE] [--jobs J] [--out DIR]
@@ -112,10 +113,10 @@ def cmd_best(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
-    root = open_study(a.dir).root
+    target = a.dir if a.frozen else open_study(a.dir).root  # with --frozen: a spec file, no study
     from study.evaluate import evaluate_study, parse_seeds
 
-    return _finish(evaluate_study(root, parse_seeds(a.seeds), a.out, a.jobs))
+    return _finish(evaluate_study(target, parse_seeds(a.seeds), a.out, a.jobs, a.frozen))
 
 
 def cmd_ui(a: argparse.Namespace) -> int:
@@ -283,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="the protocol's final table: every method, frozen best configs, on "
                        "evaluation seeds (docs/protocol.md)")
-    p.add_argument("dir", help="study directory (tuned on its factors.seeds, the development seeds)")
+    p.add_argument("dir", help="study directory (tuned on its factors.seeds, the development seeds); with --frozen, "
+                   "the study's spec file")
+    p.add_argument("--frozen", default=None, metavar="FILE", help="frozen configurations (a frozen.json an evaluation "
+                   "wrote) to evaluate without the study; needs --out")
     p.add_argument("--seeds", nargs="+", required=True, metavar="SEEDS",
                    help="evaluation seeds, e.g. 100-109 or 100,101 (refused if they overlap the development seeds)")
     p.add_argument("--out", default=None, help="output directory (default: <study>/evaluation); rerun to resume")

@@ -7,6 +7,10 @@ validation objective over the development seeds' units), then runs every method 
 configuration, the others with the spec's fixed one, and scores them on the TEST draw. Evaluation seeds that
 overlap the development seeds are refused before anything is written.
 
+Without the study (``tgdp-study evaluate SPEC.yaml --frozen FROZEN.json --out DIR``): the frozen configurations
+come from a ``frozen.json`` an earlier evaluation wrote, checked against the spec (``read_frozen``), so a
+committed final table is reproduced from its files without tuning again.
+
 It runs with torch on the local CPUs (no Ray): each (seed, n, method) is a few small fits. ``jobs`` > 1 runs
 seeds in parallel processes (spawned, each with cpus // jobs torch threads; seeds share nothing but the output
 directory, and each result file is written atomically, so resume stays trivial). Layout of ``--out`` (default ``<study>/evaluation``)::
@@ -29,11 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from study import UserError
+from study import Issue, UserError
 from study.method_spaces import TGDP
 from study.paths import StudyPaths, open_study_dir
 from study.safe_io import write_text
-from study.spec import StudySpec, read_study_spec
+from study.space import check_trial_params
+from study.spec import StudySpec, load_spec, read_study_spec
+from study.yaml_io import read_text_file
 
 EXTRA_METRICS = ("mode_balance_error",)  # reported next to the objectives when the experiment has them
 _SEEDS = re.compile(r"^(\d+)(?:-(\d+))?$")
@@ -126,32 +132,93 @@ def run_method(exp: Any, method: str, data_cfg: Any, cfg: Any, cache: Any, task:
     return {"validation": res["validation"], "test": res["test"]}
 
 
-def evaluate_study(study_dir: str | Path, seeds: list[int], out: str | Path | None = None, jobs: int = 1) -> str:
+def read_frozen(path: str | Path, spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """The frozen configurations of ``path`` (``freeze``'s layout, as ``evaluate`` writes it to frozen.json),
+    checked against ``spec``: exactly its tuned methods and its n, each entry with ``params`` its method's space
+    can sample (Optuna's names, off-switches included) and a ``dev_seed`` among its development seeds; else a
+    UserError naming the file, every bad key and what is allowed."""
+    file = str(path)
+    try:
+        data = json.loads(read_text_file(path, "frozen file", "JSON"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{file}: not JSON ({e}); allowed: the frozen.json an evaluation wrote") from None
+    issues = frozen_issues(data, spec)
+    if issues:
+        raise UserError(f"{file}: {len(issues)} problem(s) with the frozen configurations of {spec.name}:\n  "
+                        + "\n  ".join(i.format(file) for i in issues))
+    return data
+
+
+def frozen_issues(data: Any, spec: StudySpec) -> list[Issue]:
+    """What is wrong with ``data`` as the frozen configurations of ``spec`` (``read_frozen``)."""
+    tuned, ns, dev = list(spec.tuned_methods), [str(n) for n in spec.factors.n], list(spec.factors.seeds)
+    if not isinstance(data, dict):
+        return [Issue("", "not a JSON object", type(data).__name__, f"{{method: {{n: {{params, dev_seed}}}}}} for {tuned}")]
+    out = [Issue(m, "not a tuned method of the spec", allowed=f"one of {tuned}") for m in data if m not in tuned]
+    for m in tuned:
+        per_n = data.get(m)
+        if not isinstance(per_n, dict):
+            out.append(Issue(m, "missing" if per_n is None else "not an object", allowed=f"an entry per n in {ns}"))
+            continue
+        out += [Issue(f"{m}.{k}", "not an n of the spec", allowed=f"one of {ns}") for k in per_n if k not in ns]
+        for n in ns:
+            entry, w = per_n.get(n), f"{m}.{n}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("params"), dict):
+                out.append(Issue(w, "missing, or without a `params` object", allowed="{params, dev_seed, ...}"))
+                continue
+            seed = entry.get("dev_seed")
+            if type(seed) is not int or seed not in dev:
+                out.append(Issue(f"{w}.dev_seed", "not a development seed of the spec", seed, f"one of {dev}"))
+            out += check_trial_params(spec.space_of(m), entry["params"], f"{w}.params")
+    return out
+
+
+def evaluate_study(target: str | Path, seeds: list[int], out: str | Path | None = None, jobs: int = 1,
+                   frozen_file: str | Path | None = None) -> str:
     """Run the protocol's evaluation (module docstring) with ``jobs`` seeds at a time; returns the Markdown table.
-    Resumable."""
+    ``target`` is a study directory, or with ``frozen_file`` a spec file (then ``out`` is required). Resumable."""
     if jobs < 1:
         raise UserError(f"--jobs: {jobs} given; allowed: an integer >= 1")
-    paths = open_study_dir(study_dir)
-    spec = read_study_spec(paths)
+    if frozen_file is None:
+        paths = open_study_dir(target)
+        spec = read_study_spec(paths)
+    else:
+        if Path(target).is_dir():
+            raise UserError(f"--frozen: given with the study directory {target}; allowed: a spec file (a study "
+                            "freezes its own best trials: leave --frozen out)")
+        if out is None:
+            raise UserError("--out: required with --frozen (there is no study directory to write into)")
+        spec = load_spec(target)
     dev = list(spec.factors.seeds)
     overlap = sorted(set(seeds) & set(dev))
     if overlap:  # before anything is written: a seed the study tuned on has no clean test draw
         raise UserError(f"evaluation seeds {overlap} are development seeds of study {spec.name} (factors.seeds "
                         f"{dev}): nothing may be evaluated on a seed it was tuned on; allowed: seeds outside {dev}")
-    frozen = freeze(paths, spec)
-    out_dir = Path(out).expanduser().resolve() if out is not None else paths.root / "evaluation"
+    from study.cache import resolve_cache_dir
+
+    if frozen_file is None:
+        frozen, source = freeze(paths, spec), "this study's best trials now (the study ran further?)"
+        out_dir = Path(out).expanduser().resolve() if out is not None else paths.root / "evaluation"
+        # the study's stage cache: preprocessed ECG records there (built while tuning) are mapped, not re-read
+        data_cache = paths.read_state().get("cache_dir") or str(resolve_cache_dir(paths.cache))
+    else:
+        frozen, source = read_frozen(frozen_file, spec), f"--frozen {frozen_file}"
+        out_dir = Path(out).expanduser().resolve()
+        data_cache = str(resolve_cache_dir(out_dir / "cache"))
     fpath = out_dir / "frozen.json"
     if fpath.is_file() and json.loads(fpath.read_text()) != json.loads(json.dumps(frozen, default=str)):
-        raise UserError(f"{fpath}: the frozen configurations differ from this study's best trials now (the study "
-                        "ran further?); results of two selections cannot share a table: choose another --out")
+        raise UserError(f"{fpath}: the frozen configurations differ from {source}; results of two selections "
+                        "cannot share a table: choose another --out")
+    _write_json(fpath, frozen)
+    return _evaluate(spec, frozen, seeds, out_dir, jobs, data_cache)
+
+
+def _evaluate(spec: StudySpec, frozen: dict[str, Any], seeds: list[int], out_dir: Path, jobs: int,
+              data_cache: str) -> str:
     import torch
 
-    from study.cache import resolve_cache_dir
     from study.experiments import experiment_for
 
-    _write_json(fpath, frozen)
-    # the study's stage cache: preprocessed ECG records there (built while tuning) are mapped, not re-read
-    data_cache = paths.read_state().get("cache_dir") or str(resolve_cache_dir(paths.cache))
     jobs = min(jobs, len(seeds))
     threads, t_all = torch.get_num_threads(), time.time()
     per_job = max(1, (os.cpu_count() or 1) // jobs)  # the local CPUs, split between the parallel seeds
@@ -241,4 +308,5 @@ def write_table(spec: StudySpec, exp: Any, out_dir: Path, seeds: list[int], meth
     return text + f"\nresults: {out_dir}\n"
 
 
-__all__ = ["evaluate_study", "freeze", "method_order", "parse_seeds", "run_method", "write_table"]
+__all__ = ["evaluate_study", "freeze", "frozen_issues", "method_order", "parse_seeds", "read_frozen", "run_method",
+           "write_table"]

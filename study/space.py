@@ -285,6 +285,29 @@ def check_initial_trials(space: Space, points: typing.Sequence[Mapping[str, Any]
     return issues
 
 
+def check_trial_params(space: Space, params: Mapping[str, Any], where: str) -> list[Issue]:
+    """Problems of one trial's Optuna params read back from a file (``frozen.json``): every key a path of
+    ``space`` or the off-switch of one, every value one its parameter can take, and every parameter without a
+    ``when`` present (its value, or its switch "off"): a missing one would silently run the default."""
+    issues: list[Issue] = []
+    for key, value in params.items():
+        path = key.removesuffix(SWITCH_SUFFIX)
+        p = space.get(path)
+        if p is None or (path != key and p.off is None):
+            issues.append(Issue(f"{where}.{key}", "not a parameter of the method's space", key,
+                                f"one of {list(space)} (and `<path>{SWITCH_SUFFIX}` of those with `off`)"))
+        elif path != key:
+            if value not in SWITCH_CHOICES:
+                issues.append(Issue(f"{where}.{key}", "not a switch value", value, f"one of {list(SWITCH_CHOICES)}"))
+        elif (why := _takes(p, value)) is not None:
+            issues.append(Issue(f"{where}.{key}", f"a value {path} cannot take", value, why))
+    for path, p in space.items():
+        if p.when is None and path not in params and params.get(switch_name(path)) != "off":
+            issues.append(Issue(f"{where}.{path}", "missing: the configuration would silently run its default",
+                                allowed=f"the value the trial sampled{' or the switch off' if p.off is not None else ''}"))
+    return issues
+
+
 def initial_trial_params(space: Space, point: Mapping[str, Any]) -> dict[str, Any]:
     """Optuna params (off-switches included) under which ``define_by_run`` reproduces ``point``;
     parameters the point leaves out are sampled as usual."""

@@ -143,8 +143,9 @@ def read_yaml(text: str, file: str = "<spec>") -> Any:
         raise SpecError(file, Issue("<document>", f"YAML error: {e}", allowed="plain YAML")) from None
 
 
-def read_text_file(path: str | Path) -> str:
-    """The UTF-8 text of a spec file: a regular file of at most MAX_BYTES, else a ``SpecError`` naming it.
+def read_text_file(path: str | Path, what: str = "spec file", fmt: str = "YAML") -> str:
+    """The UTF-8 text of a spec file (or another input file, ``what``, in format ``fmt``): a regular file of at
+    most MAX_BYTES, else a ``SpecError`` naming it.
 
     Opened non-blocking and checked on the open descriptor: a FIFO neither blocks nor is read, a device such as
     /dev/zero is refused before the first byte, and a file cannot be swapped between the check and the read.
@@ -153,26 +154,26 @@ def read_text_file(path: str | Path) -> str:
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
-        raise SpecError(file, Issue("", f"cannot read the spec file ({e.strerror or e})")) from None
+        raise SpecError(file, Issue("", f"cannot read the {what} ({e.strerror or e})")) from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         if stat.S_ISDIR(mode):
-            raise SpecError(file, Issue("", "cannot read the spec file (Is a directory)"))
+            raise SpecError(file, Issue("", f"cannot read the {what} (Is a directory)"))
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
             else "a socket" if stat.S_ISSOCK(mode) else "not a plain file"
-        raise SpecError(file, Issue("", f"cannot read the spec file (not a regular file: {kind})",
-                                    allowed="a regular YAML file"))
+        raise SpecError(file, Issue("", f"cannot read the {what} (not a regular file: {kind})",
+                                    allowed=f"a regular {fmt} file"))
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
-        raise SpecError(file, Issue("", f"spec file too large: more than {MAX_BYTES} bytes",
+        raise SpecError(file, Issue("", f"{what} too large: more than {MAX_BYTES} bytes",
                                     allowed=f"at most {MAX_BYTES} bytes"))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError(file, Issue("", f"not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})",
-                                    allowed="a UTF-8 YAML file")) from None
+                                    allowed=f"a UTF-8 {fmt} file")) from None
 
 
 def parse_scalar(text: str, where: str = "--set") -> Any:

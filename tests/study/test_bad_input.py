@@ -13,6 +13,7 @@ and checked against it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -463,6 +464,67 @@ CASES += [
     Case("evaluate-bad-seeds", "`evaluate --seeds` that are not seeds", "tgdp-study evaluate STUDY --seeds 9-3",
          lambda tmp: ["evaluate", str(existing_study(tmp)), "--seeds", "9-3"],
          ["--seeds: bad seed or range '9-3'", "ranges like 100-109"]),
+]
+
+def _frozen_eval(change=lambda f: None, out: bool = True, target: str = "spec", text: str | None = None):
+    """`evaluate SPEC --frozen FILE`: the smoke spec and a valid frozen.json for it, then ``change``d (or
+    ``text`` as the file)."""
+    def setup(tmp: Path) -> list[str]:
+        params = {"guidance.eta_cycle:switch": "on", "guidance.eta_cycle": 0.1, "guidance.eta_consistency:switch": "off",
+                  "guidance.width": 16, "sample.guidance_scale": 1.0}
+        frozen = {"tgdp": {n: {"params": dict(params), "dev_seed": 0, "trial": 0} for n in ("10", "100")}}
+        change(frozen)
+        f = tmp / "frozen.json"
+        f.write_text(json.dumps(frozen) if text is None else text)
+        what = str(existing_study(tmp)) if target == "study" else str(SMOKE)
+        return ["evaluate", what, "--frozen", str(f), "--seeds", "100", *(["--out", str(tmp / "eval")] if out else [])]
+    return setup
+
+
+def _set(path: str, value):
+    def change(f: dict) -> None:
+        *keys, last = path.split("/")
+        d = f
+        for k in keys:
+            d = d[k]
+        if value is None:
+            del d[last]
+        else:
+            d[last] = value
+    return change
+
+
+CASES += [
+    Case("frozen-unknown-param", "`evaluate --frozen`: a parameter the method does not search",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR", _frozen_eval(_set("tgdp/10/params/vanilla.lr", 1e-3)),
+         ["{tmp}/frozen.json: tgdp.10.params.vanilla.lr: not a parameter of the method's space",
+          "allowed: one of ['guidance.eta_cycle', 'guidance.eta_consistency'"]),
+    Case("frozen-out-of-range", "`evaluate --frozen`: a value outside the parameter's range",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR",
+         _frozen_eval(_set("tgdp/100/params/sample.guidance_scale", 9.0)),
+         ["{tmp}/frozen.json: tgdp.100.params.sample.guidance_scale: a value sample.guidance_scale cannot take; got 9.0",
+          "allowed: a number in [0.5, 1.5]"]),
+    Case("frozen-missing-param", "`evaluate --frozen`: a searched parameter left out (it would run its default)",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR", _frozen_eval(_set("tgdp/10/params/guidance.width", None)),
+         ["{tmp}/frozen.json: tgdp.10.params.guidance.width: missing: the configuration would silently run its "
+          "default"]),
+    Case("frozen-missing-n", "`evaluate --frozen`: no configuration for one n of the spec",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR", _frozen_eval(_set("tgdp/100", None)),
+         ["{tmp}/frozen.json: tgdp.100: missing, or without a `params` object"]),
+    Case("frozen-other-method", "`evaluate --frozen`: a method the spec does not tune",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR", _frozen_eval(_set("vanilla", {})),
+         ["{tmp}/frozen.json: vanilla: not a tuned method of the spec", "allowed: one of ['tgdp']"]),
+    Case("frozen-not-dev-seed", "`evaluate --frozen`: a configuration not selected on a development seed",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR", _frozen_eval(_set("tgdp/10/dev_seed", 100)),
+         ["{tmp}/frozen.json: tgdp.10.dev_seed: not a development seed of the spec; got 100", "allowed: one of [0]"]),
+    Case("frozen-not-json", "`evaluate --frozen`: a file that is not JSON",
+         "tgdp-study evaluate SPEC --frozen FILE --out DIR",
+         _frozen_eval(text="{tgdp: "),
+         ["{tmp}/frozen.json: not JSON (", "allowed: the frozen.json an evaluation wrote"]),
+    Case("frozen-no-out", "`evaluate --frozen` without --out", "tgdp-study evaluate SPEC --frozen FILE",
+         _frozen_eval(out=False), ["--out: required with --frozen"]),
+    Case("frozen-with-study", "`evaluate --frozen` given a study directory", "tgdp-study evaluate STUDY --frozen FILE",
+         _frozen_eval(target="study"), ["--frozen: given with the study directory {tmp}/studies/gmm-smoke"]),
 ]
 
 # --- hostile spec files (issue 16): the reader is bounded, every number checked ----------------------------------

@@ -98,7 +98,7 @@ def test_evaluate_refuses_development_seeds_and_writes_nothing(compare_study: Pa
     assert sorted(p.relative_to(compare_study) for p in compare_study.rglob("*")) == before
 
 
-def test_evaluate_writes_the_final_table_and_resumes(compare_study: Path, tmp_path: Path, capsys):
+def test_evaluate_writes_the_final_table_resumes_and_reproduces_from_frozen(compare_study: Path, tmp_path: Path, capsys):
     out = tmp_path / "eval"
     t0 = time.time()
     # two seeds in parallel processes (--jobs 2); the resume below runs them in-process
@@ -134,6 +134,17 @@ def test_evaluate_writes_the_final_table_and_resumes(compare_study: Path, tmp_pa
     after = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert {k: v for k, v in after.items() if k != "s101-n10-oracle_target.json"} == \
         {k: v for k, v in mtimes.items() if k != "s101-n10-oracle_target.json"}
+    # without the study: its spec and frozen.json reproduce the results (stages retrained in a fresh cache;
+    # equal up to float noise of another torch thread count)
+    again = tmp_path / "again"
+    assert main(["evaluate", str(compare_study / "spec.yaml"), "--frozen", str(out / "frozen.json"), "--seeds", "100",
+                 "--out", str(again)]) == 0
+    redone = sorted((again / "results").glob("*.json"))
+    assert [p.name for p in redone] == sorted(f"s100-n10-{m}.json" for m in methods)
+    for p in redone:
+        first = json.loads((out / "results" / p.name).read_text())
+        assert json.loads(p.read_text())["test"] == pytest.approx(first["test"], rel=1e-3), p.name
+    assert json.loads((again / "frozen.json").read_text()) == frozen
 
 
 def test_nothing_is_written_to_the_working_directory(compare_study: Path):

@@ -4,13 +4,16 @@ Every stage (source, classifier with early stopping and tilt, time classifier, g
 target and both regularisers, vanilla, finetune), unconditional at n = 10 and n = 100 and label-conditional
 at n = 10, then dpm2 and ddpm sampling (several chunks, so the per-chunk ddpm noise seeds matter) with
 labels drawn from the target. Every reported metric, the tilt, a few log-ratio and sample sums and the
-checkpoint state keys are compared EXACTLY with values recorded on the pre-refactor code (c478da4).
+checkpoint state keys are compared with values recorded on the pre-refactor code (c478da4): everything but
+floats exactly, floats to RTOL relative.
 
 A refactor of tgdp/ must keep every RNG draw in its order: torch.manual_seed before a net is built, the
 per-step minibatch/time/noise draws from the stage generator, the per-epoch permutation seeds of the
 guidance, the classifier split, the initial sampler noise and the ddpm noise per chunk. Any change of
-order, of a seed derivation or of the arithmetic shows up here as a changed float. The values are those of
-one torch thread (conftest) on x86-64 CPU; another platform may legitimately differ in the last bits.
+order or of a seed derivation shows up here as a float moved far beyond RTOL (other draws change a loss in
+its second digit). The values are those of one torch thread (conftest) on an x86-64 CPU with AVX2; on one with
+AVX-512 the vector kernels round differently and the floats move by up to 8e-7 relative (measured 2026-12-02):
+hence a tolerance, not bit equality, so the guard holds on either CI machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tgdp.methods import get_method
 from tgdp.reporter import MemoryReporter
 
 CPU = torch.device("cpu")
+RTOL = 1e-5  # 12x the largest platform difference seen; far below what a changed draw does
 
 
 def _config(conditional: bool) -> TGDPConfig:
@@ -45,11 +49,12 @@ def _config(conditional: bool) -> TGDPConfig:
         sample=SampleConfig(num_samples=40, steps=3, batch_size=16, guidance_t_max=0.5, seed=0))
 
 
-def _values(n: int, conditional: bool) -> dict[str, object]:
+def _values(n: int, conditional: bool, source_seed: int = 0) -> dict[str, object]:
     """Everything pinned for one (n, conditional) run, as exact Python floats / tuples."""
     task = GMMTask(GMMConfig(m=256, n=n, seed=0))
     data, sch, shape = task.draw(), task.schedule, (2,)
     cfg = _config(conditional)
+    cfg = replace(cfg, source=replace(cfg.source, seed=source_seed))
     rep = MemoryReporter()
     probe_x, probe_t = data["target_x"][:8], torch.full((8,), 0.3)
     probe_y = data["target_y"][:8] if conditional else None
@@ -240,13 +245,29 @@ PINNED: dict[tuple[int, bool], dict[str, object]] = {(10, False): {'source/dsm_l
               'ddpm/finetune': (698.5703879594803, 555.5025491714478)}}
 
 
-def test_pipeline_values_are_pinned_bit_for_bit():
+def _close(got, expected) -> bool:
+    """Equal, floats to RTOL relative (nested tuples compared element by element)."""
+    if isinstance(expected, tuple):
+        return isinstance(got, tuple) and len(got) == len(expected) and all(map(_close, got, expected))
+    if isinstance(expected, float):
+        return isinstance(got, float) and abs(got - expected) <= RTOL * abs(expected)
+    return got == expected
+
+
+def test_pipeline_values_are_pinned():
     for key, expected in PINNED.items():
         got = _values(*key)
         # guards the RNG draw order and the arithmetic of every stage and sampler (see module docstring)
         for name in expected:
-            assert got[name] == expected[name], (key, name, got[name], expected[name])
+            assert _close(got[name], expected[name]), (key, name, got[name], expected[name])
         assert set(got) == set(expected), key
+
+
+def test_the_tolerance_still_sees_a_changed_draw():
+    # the guard's premise: one changed seed (the source stage's) moves the pinned floats far beyond RTOL
+    key = next(iter(PINNED))
+    moved = _values(*key, source_seed=1)
+    assert not _close(moved["source/dsm_loss"], PINNED[key]["source/dsm_loss"])
 
 
 def test_seed_derivations_keep_their_historical_values():

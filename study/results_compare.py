@@ -106,6 +106,27 @@ def goals(table: dict[str, Any], metric: str = "energy_distance") -> str:
     return "Goal (issue 14): " + "; ".join(parts) + "." if parts else ""
 
 
+def glance(table: dict[str, Any], metric: str = "energy_distance") -> list[str]:
+    """One testbed's cells of the suite summary: per n, the better TGDP variant's verdict against the strongest
+    baseline (wins before ties before losses, then more paired wins); then oracle_guidance's own verdict against it at the largest n,
+    the ceiling of any guidance on that testbed."""
+    order = {"wins": 0, "ties": 1, "loses": 2}
+    cells, comps = [], [c for c in table["comparisons"] if c["metric"] == metric]
+    for comp in comps:
+        base = strongest_baseline(comp)
+        found = [(order.get(p["verdict"].split(" (")[0], 1), m, p) for m in TGDP
+                 if base and (p := _pair(comp, m, base)) is not None]
+        if not found:
+            cells.append("-")
+            continue
+        _, m, p = min(found, key=lambda x: (x[0], -x[2]["wins"]))
+        cells.append(f"{p['verdict'].split(' (')[0]}: {m} {p['wins']}/{p['ties']}/{p['losses']} vs {base}")
+    last = max(comps, key=lambda c: c["n"], default=None)
+    base = strongest_baseline(last) if last else None
+    p = _pair(last, ORACLE, base) if base else None
+    return [*cells, f"{p['verdict'].split(' (')[0]} vs {base}" if p else "-"]
+
+
 HEADER = ["n", "tgdp", "tgdp_reg", "strongest baseline", "oracle_guidance", "tgdp vs baseline (W/T/L)",
           "tgdp_reg vs baseline (W/T/L)", "tgdp_reg / oracle"]
 
@@ -123,8 +144,20 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
            "seeds, two-sided Wilcoxon signed-rank p; \"wins\" / \"loses\" at p < 0.05, else \"ties\". The strongest "
            "baseline (vanilla, finetune, domain_guidance, tuned; source_only, fixed) is picked on the evaluation seeds "
            "themselves, which can only favour the baseline.", ""]
-    for tb in [t for t in SUITE if (root / t).is_dir()] + sorted(
-            p.name for p in root.iterdir() if p.is_dir() and p.name not in SUITE):
+    testbeds = [t for t in SUITE if (root / t).is_dir()] + sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name not in SUITE)
+    finished = {tb: json.loads((root / tb / "table.json").read_text()) for tb in testbeds
+                if (root / tb / "table.json").is_file()}
+    if finished:
+        ns = [c["n"] for c in next(iter(finished.values()))["comparisons"] if c["metric"] == "energy_distance"]
+        out += ["### The suite at a glance", "",
+                "Per testbed and n, the better of tgdp and tgdp_reg against the strongest baseline (W/T/L over the "
+                "evaluation seeds; wins / loses at p < 0.05); the last column is exact guidance (oracle_guidance) "
+                "against the same baseline at the largest n: where it loses, even perfect guidance would not beat the "
+                "baseline.", ""]
+        out += table(["testbed", *(f"n = {n}" for n in ns), f"oracle_guidance at n = {ns[-1]}"],
+                     [[tb, *glance(t)] for tb, t in finished.items()]) + [""]
+    for tb in testbeds:
         d = root / tb
         tpath = d / "table.json"
         out += [f"### {tb}", ""]

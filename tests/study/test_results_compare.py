@@ -83,3 +83,15 @@ def test_goals_judge_mode_weights_against_the_closest_tuned_baseline_never_sourc
     text = results_compare.goals({"comparisons": [comp.to_dict()]})
     assert text == ("Goal (issue 14): mode weights, tgdp_reg against the tuned baseline closest to the true ones: "
                     "loses (vanilla) at n = 100.")
+
+
+def test_glance_takes_the_better_tgdp_variant_and_the_oracles_own_verdict():
+    base = [0.10 + 0.01 * i for i in range(10)]
+    t10 = _table({"tgdp": [v + 0.02 for v in base], "tgdp_reg": [v - 0.02 for v in base], "vanilla": base})
+    t1000 = _table({"tgdp": [v + 0.02 for v in base], "tgdp_reg": [v + 0.01 for v in base[:9]] + [base[9] - 0.001],
+                    "finetune": base, "oracle_guidance": [v + 0.03 for v in base]}, n=1000)
+    t = {**t10, "comparisons": t10["comparisons"] + t1000["comparisons"]}
+    # n = 10: tgdp loses, tgdp_reg wins: the row shows the win; n = 1000: both lose, the one with a paired win
+    # is shown; the oracle loses to finetune there: even perfect guidance would not beat it
+    assert results_compare.glance(t) == ["wins: tgdp_reg 10/0/0 vs vanilla", "loses: tgdp_reg 1/0/9 vs finetune",
+                                         "loses vs finetune"]

@@ -95,3 +95,11 @@ def test_glance_takes_the_better_tgdp_variant_and_the_oracles_own_verdict():
     # is shown; the oracle loses to finetune there: even perfect guidance would not beat it
     assert results_compare.glance(t) == ["wins: tgdp_reg 10/0/0 vs vanilla", "loses: tgdp_reg 1/0/9 vs finetune",
                                          "loses vs finetune"]
+
+
+def test_goals_say_when_the_oracle_bound_itself_loses():
+    base = [0.10 + 0.01 * i for i in range(10)]
+    t = _table({"tgdp_reg": [1.1 * v for v in base], "oracle_guidance": base,
+                "vanilla": [v - 0.05 for v in base]}, n=1000)
+    assert ("= 1.10 (goal <= 1.25): **met** (but oracle_guidance itself loses to vanilla here, so being near it "
+            "is no win)") in results_compare.goals(t)

@@ -42,6 +42,11 @@ def _pair(comp: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
     return None
 
 
+def _word(pair: dict[str, Any]) -> str:
+    """A pair's verdict without its note: "wins", "ties" or "loses"."""
+    return pair["verdict"].split(" (")[0]
+
+
 def strongest_baseline(comp: dict[str, Any], among: tuple[str, ...] = BASELINES) -> str | None:
     """The baseline (of ``among``) with the best mean over finished seeds (None when none has one)."""
     stats = _stats(comp)
@@ -70,7 +75,7 @@ def headline(table: dict[str, Any], metric: str, fmt: Callable[[Any], str]) -> l
             if p is None:
                 return "-"
             pv = "unattainable" if p["note"] and p["min_p"] > 0.05 else fmt(p["p_value"])
-            return f"{p['wins']}/{p['ties']}/{p['losses']}, p {pv}: {p['verdict'].split(' (')[0]}"
+            return f"{p['wins']}/{p['ties']}/{p['losses']}, p {pv}: {_word(p)}"
 
         ratio = "-"
         if ORACLE in stats and stats[ORACLE]["mean"] and stats.get("tgdp_reg", {}).get("mean") is not None:
@@ -88,19 +93,19 @@ def goals(table: dict[str, Any], metric: str = "energy_distance") -> str:
     for comp in (c for c in table["comparisons"] if c["metric"] == metric):
         stats, base = _stats(comp), strongest_baseline(comp)
         if comp["n"] in (10, 100) and base:
-            won = [m for m in TGDP if (p := _pair(comp, m, base)) and p["verdict"].startswith("wins")]
+            won = [m for m in TGDP if (p := _pair(comp, m, base)) and _word(p) == "wins"]
             parts.append(f"n = {comp['n']}: {' and '.join(won) + ' ahead' if won else 'no TGDP variant ahead'} "
                          f"of {base} at p < 0.05: **{'met' if won else 'not met'}**")
         if comp["n"] == 1000 and stats.get(ORACLE, {}).get("mean") and stats.get("tgdp_reg", {}).get("mean"):
             r = stats["tgdp_reg"]["mean"] / stats[ORACLE]["mean"]
             bound = _pair(comp, ORACLE, base) if base else None
             weak = (f" (but oracle_guidance itself loses to {base} here, so being near it is no win)"
-                    if bound and bound["verdict"].startswith("loses") else "")
+                    if bound and _word(bound) == "loses" else "")
             parts.append(f"n = 1000: tgdp_reg / oracle_guidance = {r:.2f} (goal <= 1.25): "
                          f"**{'met' if r <= 1.25 else 'not met'}**{weak}")
     # mode weights against the tuned baseline closest to the true ones, per n; not source_only: its samples sit
     # off the target modes, so their shares per mode say nothing
-    verdicts = [f"{p['verdict'].split(' (')[0]} ({base}) at n = {c['n']}"
+    verdicts = [f"{_word(p)} ({base}) at n = {c['n']}"
                 for c in table["comparisons"] if c["metric"] == "mode_balance_error"
                 and (base := strongest_baseline(c, TUNED_BASELINES)) and (p := _pair(c, "tgdp_reg", base))]
     if verdicts:
@@ -111,23 +116,23 @@ def goals(table: dict[str, Any], metric: str = "energy_distance") -> str:
 
 def glance(table: dict[str, Any], metric: str = "energy_distance") -> list[str]:
     """One testbed's cells of the suite summary: per n, the better TGDP variant's verdict against the strongest
-    baseline (wins before ties before losses, then more paired wins); then oracle_guidance's own verdict against it at the largest n,
-    the ceiling of any guidance on that testbed."""
+    baseline (wins before ties before losses, then more paired wins); then oracle_guidance's own verdict against
+    it at the largest n, the ceiling of any guidance on that testbed."""
     order = {"wins": 0, "ties": 1, "loses": 2}
     cells, comps = [], [c for c in table["comparisons"] if c["metric"] == metric]
     for comp in comps:
         base = strongest_baseline(comp)
-        found = [(order.get(p["verdict"].split(" (")[0], 1), m, p) for m in TGDP
+        found = [(order.get(_word(p), 1), m, p) for m in TGDP
                  if base and (p := _pair(comp, m, base)) is not None]
         if not found:
             cells.append("-")
             continue
         _, m, p = min(found, key=lambda x: (x[0], -x[2]["wins"]))
-        cells.append(f"{p['verdict'].split(' (')[0]}: {m} {p['wins']}/{p['ties']}/{p['losses']} vs {base}")
+        cells.append(f"{_word(p)}: {m} {p['wins']}/{p['ties']}/{p['losses']} vs {base}")
     last = max(comps, key=lambda c: c["n"], default=None)
     base = strongest_baseline(last) if last else None
     p = _pair(last, ORACLE, base) if base else None
-    return [*cells, f"{p['verdict'].split(' (')[0]} vs {base}" if p else "-"]
+    return [*cells, f"{_word(p)} vs {base}" if p else "-"]
 
 
 HEADER = ["n", "tgdp", "tgdp_reg", "strongest baseline", "oracle_guidance", "tgdp vs baseline (W/T/L)",
@@ -164,13 +169,13 @@ def render(root: Path, rel: Callable[[Path], str], fmt: Callable[[Any], str],
         d = root / tb
         tpath = d / "table.json"
         out += [f"### {tb}", ""]
-        if not tpath.is_file():
+        if tb not in finished:
             n_done = len(list((d / "results").glob("*.json"))) if (d / "results").is_dir() else 0
             out += [f"Not finished: {n_done} result files so far in `{rel(d / 'results')}`"
                     + (f"; frozen configurations: `{rel(d / 'frozen.json')}`." if (d / "frozen.json").is_file()
                        else "."), ""]
             continue
-        t = json.loads(tpath.read_text())
+        t = finished[tb]
         out += [f"Evaluation seeds {t['evaluation_seeds'][0]}-{t['evaluation_seeds'][-1]} "
                 f"({len(t['evaluation_seeds'])}); development seeds {t['development_seeds']}.", ""]
         out += table(HEADER, headline(t, "energy_distance", fmt))
